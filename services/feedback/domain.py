@@ -1,0 +1,71 @@
+"""Pure rules of feedback review and paging. No I/O."""
+
+import base64
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+ACTION_STATUS = {"approve": "approved", "reject": "rejected"}
+MAX_TAG_LENGTH = 64
+REVIEW_FIELDS = ("status", "correction", "tags", "notes")
+
+
+class FeedbackNotFound(Exception):
+    """No such feedback in the caller's organization (another organization's ids included)."""
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+class InvalidTag(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ReviewState:
+    status: str
+    correction: str | None
+    tags: tuple[str, ...]
+    notes: str | None
+
+
+def normalize_tags(tags: list[str]) -> tuple[str, ...]:
+    """Tags are trimmed, lower-cased and de-duplicated, keeping the order given."""
+    out: dict[str, None] = {}
+    for tag in tags:
+        clean = tag.strip().lower()
+        if not clean:
+            raise InvalidTag("tags must not be empty")
+        if len(clean) > MAX_TAG_LENGTH:
+            raise InvalidTag(f"tag longer than {MAX_TAG_LENGTH} characters: {clean[:20]}...")
+        out[clean] = None
+    return tuple(out)
+
+
+def apply_review(current: ReviewState, changes: dict[str, Any]) -> ReviewState:
+    """The state after a review; `changes` holds only the fields the reviewer set (None clears)."""
+    unknown = set(changes) - set(REVIEW_FIELDS)
+    if unknown:
+        raise ValueError(f"not review fields: {sorted(unknown)}")
+    updates = dict(changes)
+    if "tags" in updates:
+        updates["tags"] = normalize_tags(updates["tags"] or [])
+    if "status" in updates and updates["status"] is None:
+        updates.pop("status")
+    return replace(current, **updates)
+
+
+def encode_cursor(created_at: datetime, feedback_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{feedback_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, fid = raw.partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(fid)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("cursor is not one this API returned") from exc

@@ -1,0 +1,121 @@
+"""What the feedback service does, one function per purpose. Each runs inside a unit of work
+that its caller (api.py or consumers.py) opened; none commits or publishes by itself."""
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from services.feedback import domain, repository
+from services.feedback.models import Feedback
+from shared.consumer import Delivery
+from shared.db import UnitOfWork
+from shared.events import FeedbackFields, FeedbackReceived, FeedbackReviewed, FeedbackSubmitted
+from shared.observability import FEEDBACK_INGESTED
+
+SERVICE = "feedback"
+
+
+async def store_feedback(
+    uow: UnitOfWork,
+    organization: str,
+    items: Sequence[FeedbackFields],
+    *,
+    source: str,
+    correlation_id: str | None = None,
+) -> list[uuid.UUID]:
+    """Store feedback items and announce each one as FeedbackReceived."""
+    now = datetime.now(UTC)
+    rows, ids = [], []
+    for item in items:
+        feedback_id = uuid.uuid4()
+        ids.append(feedback_id)
+        fields = item.model_dump(include=set(FeedbackFields.model_fields))
+        fields["tags"] = list(domain.normalize_tags(fields["tags"]))
+        rows.append(
+            dict(fields, id=feedback_id, organization=organization, created_at=now, updated_at=now,
+                 status="pending", source=source)
+        )
+        uow.emit(
+            FeedbackReceived(**fields, feedback_id=feedback_id, created_at=now, source=source),
+            organization=organization,
+            correlation_id=correlation_id,
+        )
+    await repository.add_many(uow.session, rows)
+    FEEDBACK_INGESTED.labels(SERVICE, source).inc(len(rows))
+    return ids
+
+
+async def store_submitted_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Feedback other platform services published on rlhf.feedback.submitted.v1."""
+    by_org: dict[tuple[str, str], list[FeedbackSubmitted]] = defaultdict(list)
+    for d in deliveries:
+        assert isinstance(d.event, FeedbackSubmitted)
+        by_org[(d.envelope.organization, d.envelope.correlation_id)].append(d.event)
+    for (organization, correlation_id), items in by_org.items():
+        await store_feedback(uow, organization, items, source="bus", correlation_id=correlation_id)
+
+
+def _review_state(row: Feedback) -> domain.ReviewState:
+    return domain.ReviewState(row.status, row.correction, tuple(row.tags or ()), row.notes)
+
+
+def _apply(uow: UnitOfWork, row: Feedback, changes: dict, reviewer: str, correlation_id: str | None) -> bool:
+    """Apply review changes to a locked row; emit FeedbackReviewed if anything changed."""
+    before = _review_state(row)
+    after = domain.apply_review(before, changes)
+    if after == before:
+        return False
+    now = datetime.now(UTC)
+    row.status, row.correction, row.tags, row.notes = after.status, after.correction, list(after.tags), after.notes
+    row.reviewed_by, row.reviewed_at, row.updated_at = reviewer, now, now
+    uow.emit(
+        FeedbackReviewed(
+            feedback_id=row.id,
+            status=after.status,
+            previous_status=before.status,
+            correction=after.correction,
+            tags=list(after.tags),
+            notes=after.notes,
+            reviewer=reviewer,
+            reviewed_at=now,
+        ),
+        organization=row.organization,
+        correlation_id=correlation_id,
+    )
+    return True
+
+
+async def review_feedback(
+    uow: UnitOfWork,
+    organization: str,
+    feedback_id: uuid.UUID,
+    changes: dict,
+    *,
+    reviewer: str,
+    correlation_id: str | None = None,
+) -> Feedback:
+    row = await repository.get(uow.session, organization, feedback_id, for_update=True)
+    if row is None:
+        raise domain.FeedbackNotFound(feedback_id)
+    _apply(uow, row, changes, reviewer, correlation_id)
+    return row
+
+
+async def review_many(
+    uow: UnitOfWork,
+    organization: str,
+    ids: Sequence[uuid.UUID],
+    changes: dict,
+    *,
+    reviewer: str,
+    correlation_id: str | None = None,
+) -> tuple[list[uuid.UUID], list[uuid.UUID], list[uuid.UUID]]:
+    """Bulk approve or reject; returns (updated, unchanged, not_found)."""
+    rows = await repository.get_many_for_update(uow.session, organization, list(dict.fromkeys(ids)))
+    found = {row.id for row in rows}
+    updated, unchanged = [], []
+    for row in rows:
+        (updated if _apply(uow, row, changes, reviewer, correlation_id) else unchanged).append(row.id)
+    not_found = [i for i in dict.fromkeys(ids) if i not in found]
+    return updated, unchanged, not_found

@@ -1,0 +1,110 @@
+"""All of the feedback service's SQL. Every query is scoped to one organization."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.feedback.models import FEEDBACK_COPY_COLUMNS, SCHEMA, Feedback
+
+
+@dataclass(frozen=True)
+class FeedbackFilter:
+    status: str | None = None
+    feedback_type: str | None = None
+    tag: str | None = None
+    session_id: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+async def add_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """COPY into rlhf_feedback inside the session's transaction (bulk ingest is COPY-bound)."""
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    records = []
+    for row in rows:
+        record = dict(row, feedback_value=orjson.dumps(row["feedback_value"]).decode())
+        records.append(tuple(record[c] for c in FEEDBACK_COPY_COLUMNS))
+    await raw.driver_connection.copy_records_to_table(
+        "rlhf_feedback", schema_name=SCHEMA, columns=FEEDBACK_COPY_COLUMNS, records=records
+    )
+
+
+async def get(session: AsyncSession, organization: str, feedback_id: uuid.UUID, *, for_update: bool = False):
+    stmt = select(Feedback).where(Feedback.organization == organization, Feedback.id == feedback_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_many_for_update(session: AsyncSession, organization: str, ids: list[uuid.UUID]) -> list[Feedback]:
+    stmt = (
+        select(Feedback)
+        .where(Feedback.organization == organization, Feedback.id.in_(ids))
+        .order_by(Feedback.id)  # a stable lock order, so concurrent bulk reviews cannot deadlock
+        .with_for_update()
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+def _filtered(organization: str, f: FeedbackFilter):
+    conditions = [Feedback.organization == organization]
+    if f.status:
+        conditions.append(Feedback.status == f.status)
+    if f.feedback_type:
+        conditions.append(Feedback.feedback_type == f.feedback_type)
+    if f.tag:
+        conditions.append(Feedback.tags.contains([f.tag]))
+    if f.session_id:
+        conditions.append(Feedback.session_id == f.session_id)
+    if f.created_from:
+        conditions.append(Feedback.created_at >= f.created_from)
+    if f.created_to:
+        conditions.append(Feedback.created_at < f.created_to)
+    return conditions
+
+
+async def page(
+    session: AsyncSession,
+    organization: str,
+    f: FeedbackFilter,
+    *,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Feedback]:
+    """Newest first, keyset-paged on (created_at, id): stable under concurrent inserts."""
+    conditions = _filtered(organization, f)
+    if after:
+        conditions.append(tuple_(Feedback.created_at, Feedback.id) < tuple_(*after))
+    stmt = (
+        select(Feedback)
+        .where(and_(*conditions))
+        .order_by(Feedback.created_at.desc(), Feedback.id.desc())
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def stats(session: AsyncSession, organization: str, f: FeedbackFilter) -> dict[str, Any]:
+    where = and_(*_filtered(organization, f))
+    by_type = await session.execute(
+        select(Feedback.feedback_type, func.count()).where(where).group_by(Feedback.feedback_type)
+    )
+    by_status = await session.execute(select(Feedback.status, func.count()).where(where).group_by(Feedback.status))
+    day = func.date_trunc("day", Feedback.created_at).label("day")
+    by_day = await session.execute(select(day, func.count()).where(where).group_by(day).order_by(day))
+    types = dict(by_type.all())
+    return {
+        "total": sum(types.values()),
+        "by_type": types,
+        "by_status": dict(by_status.all()),
+        "by_day": [{"day": d.date(), "count": n} for d, n in by_day.all()],
+    }
+
+
+__all__ = ["FeedbackFilter", "add_many", "get", "get_many_for_update", "page", "stats"]

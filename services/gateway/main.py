@@ -1,0 +1,44 @@
+"""Wires the gateway: routes to the services, health and metrics.
+
+    python -m services.gateway.main
+"""
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import httpx
+import uvicorn
+
+from services.gateway import api
+from shared.http import create_app
+from shared.observability import configure_logging
+from shared.settings import Settings, get_settings
+
+
+def build_app(settings: Settings):
+    routes = api.route_table(settings.rlhf_feedback_url)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0)) as client:
+            app.state.client = client
+            yield
+
+    # Bodies are streamed through; each service enforces its own size limits.
+    app = create_app(service="gateway", max_body_bytes=64 * 1024 * 1024, lifespan=lifespan)
+    api.install(app, routes)
+    return app
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging("gateway", fmt=settings.rlhf_log_format, level=settings.rlhf_log_level)
+    config = uvicorn.Config(
+        build_app(settings), host=settings.rlhf_http_host, port=settings.rlhf_http_port,
+        log_level="warning", access_log=False,
+    )
+    asyncio.run(uvicorn.Server(config).serve())
+
+
+if __name__ == "__main__":
+    main()

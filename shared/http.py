@@ -1,0 +1,147 @@
+"""What every service's HTTP side shares: auth dependency, error shapes, body limits, metrics,
+correlation ids. A service's api.py only declares its routes and maps its domain errors."""
+
+import time
+import uuid
+from collections.abc import Callable
+
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role
+from shared.observability import HTTP_LATENCY
+
+CORRELATION_HEADER = "x-correlation-id"
+
+
+def error(status: int, code: str, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+def field_errors(errors) -> list[dict]:
+    """pydantic errors as [{field, message}], with the request-body prefix dropped."""
+    out = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        out.append({"field": ".".join(loc) or "body", "message": e.get("msg", "invalid")})
+    return out
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, whether or not the client sent Content-Length."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]):
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limit_for(scope["path"])
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                return await _too_large(limit, send)
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except BodyTooLarge:
+            await _too_large(limit, send)
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    response = error(413, "body_too_large", f"request body exceeds {limit} bytes")
+    await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def create_app(
+    *,
+    service: str,
+    max_body_bytes: int,
+    large_body_paths: dict[str, int] | None = None,
+    lifespan=None,
+) -> FastAPI:
+    app = FastAPI(title=f"Betabase RLHF — {service}", lifespan=lifespan)
+    large = large_body_paths or {}
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        correlation_id = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
+        request.state.correlation_id = correlation_id
+        start = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
+            response = await call_next(request)
+        route = request.scope.get("route")
+        HTTP_LATENCY.labels(
+            service, request.method, getattr(route, "path", "unmatched"), str(response.status_code)
+        ).observe(time.perf_counter() - start)
+        response.headers[CORRELATION_HEADER] = correlation_id
+        return response
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: large.get(path, max_body_bytes))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_failed(request: Request, exc: RequestValidationError):
+        return error(422, "validation_error", "request is invalid", errors=field_errors(exc.errors()))
+
+    @app.exception_handler(AuthError)
+    async def unauthenticated(request: Request, exc: AuthError):
+        return JSONResponse(
+            {"error": "unauthorized", "message": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden):
+        return error(403, "forbidden", str(exc))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz():
+        return {"status": "ok", "service": service}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics():
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def current_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("missing bearer API key (Authorization: Bearer <key>)")
+    verifier: KeyVerifier = request.app.state.verifier
+    return await verifier.verify(token.strip())
+
+
+def require(role: Role):
+    """Dependency: the caller, who must hold at least `role`."""
+
+    async def dependency(principal: Principal = Depends(current_principal)) -> Principal:
+        if not principal.can(role):
+            raise Forbidden(f"this action needs the {role.name} role; your key is {principal.role.name}")
+        return principal
+
+    return dependency
+
+
+def correlation_id(request: Request) -> str:
+    return request.state.correlation_id
