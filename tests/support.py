@@ -1,0 +1,97 @@
+"""Helpers the tests share: a real Kafka consumer to watch topics, a raw producer, waiting."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from shared.events import Envelope, Event
+
+
+class KafkaProbe:
+    """What a downstream service would see: reads topics from the beginning with its own group."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+
+    async def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=False)
+            await self._producer.start()
+        return self._producer
+
+    async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        await (await self.producer()).send_and_wait(topic, value, key=key)
+
+    async def send_event(self, event: Event, organization: str, *, event_id: uuid.UUID | None = None) -> Envelope:
+        envelope = event.envelope(organization=organization, producer="tests", event_id=event_id)
+        await self.send_raw(event.topic(), orjson.dumps(envelope.model_dump(mode="json")))
+        return envelope
+
+    async def close(self) -> None:
+        if self._producer:
+            await self._producer.stop()
+
+    async def collect(
+        self,
+        topics: list[str],
+        until: Callable[[list[ConsumerRecord]], bool],
+        *,
+        match: Callable[[ConsumerRecord], bool] = lambda r: True,
+        timeout: float = 60.0,
+        settle: float = 0.0,
+    ) -> list[ConsumerRecord]:
+        """Records matching `match` from the start of `topics`, once `until(records)` holds (or raises
+        TimeoutError); with `settle`, keeps reading that long more to catch extra (duplicate) records."""
+        consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=self.bootstrap,
+            group_id=f"probe-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
+        await consumer.start()
+        found: list[ConsumerRecord] = []
+        try:
+            deadline = time.monotonic() + timeout
+            done_at: float | None = None
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                for records in batch.values():
+                    found.extend(r for r in records if match(r))
+                now = time.monotonic()
+                if done_at is None and until(found):
+                    done_at = now
+                if done_at is not None and now - done_at >= settle:
+                    return found
+                if now > deadline:
+                    raise TimeoutError(f"waited {timeout}s on {topics}; saw {len(found)} matching records")
+        finally:
+            await consumer.stop()
+
+
+def envelope_of(record: ConsumerRecord) -> dict[str, Any]:
+    return orjson.loads(record.value)
+
+
+def of_org(organization: str) -> Callable[[ConsumerRecord], bool]:
+    return lambda r: dict(r.headers).get("organization") == organization.encode()
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.2) -> Any:
+    """Polls an async check until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(interval)
