@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shared.db import Database, UnitOfWork
 from shared.events import Envelope, Event, UnknownEvent, decode_payload, dlq_topic
+from shared.failpoints import failpoint
 from shared.observability import EVENTS_CONSUMED, EVENTS_FAILED, get_logger
 
 log = get_logger(__name__)
@@ -118,6 +119,7 @@ class IdempotentConsumer:
     async def _consume(self, body: Any, msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         await self.process(records)
+        failpoint("consumer.after_db_commit")  # the effect is committed, the offset not yet
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         good: list[tuple[ConsumerRecord, Delivery]] = []
