@@ -1,0 +1,770 @@
+"""Feedback ingest benchmark: product figures next to raw baselines measured in the same run.
+
+    python -m bench.ingest            (or: rlhf bench ingest --batches 40 --singles 2000)
+
+Raw baselines (what the machine can do without the product):
+  * asyncpg COPY (copy_records_to_table) into a scratch table in schema `bench_raw`;
+  * aiokafka batched produce, the relay's producer settings and send-then-gather pattern;
+  * a bare FastAPI `POST /echo` under uvicorn, driven by the same HTTP load generator.
+Product figures (the feedback service as real processes, `python -m services.feedback.main`):
+  * batch ingest, committed-only and committed-and-published (outbox backlog 0);
+  * single POST throughput and latency;
+  * outbox relay events/s (relay started on a full outbox);
+  * consumer events/s (consumer started on a full topic).
+
+With no DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS the embedded PostgreSQL and Tansu broker are started
+in a temporary directory and removed at the end. The table goes to stdout; progress to stderr; the
+figures also go to bench/results/ingest-latest.json.
+"""
+
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import psutil
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import BaseModel
+
+RESULTS = Path(__file__).parent / "results" / "ingest-latest.json"
+SERVICE_MODULE = "services.feedback.main"
+SUBMITTED_TOPIC = "rlhf.feedback.submitted.v1"
+RAW_TOPIC = "bench.raw.produce"
+RAW_SCHEMA = "bench_raw"
+BATCH_SIZE = 1000
+BATCH_CONCURRENCY = 4
+SINGLE_CONCURRENCY = 16
+RELAY_BATCH_CONCURRENCY = 4
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The bare endpoint (served by uvicorn in a subprocess: `uvicorn bench.ingest:echo_app --factory`)
+
+
+class EchoIn(BaseModel):
+    session_id: str | None = None
+    query: str
+    response: str
+    feedback_type: str
+    feedback_value: dict[str, Any] = {}
+    tags: list[str] = []
+
+
+class EchoOut(BaseModel):
+    ids: list[uuid.UUID]
+    count: int
+
+
+def echo_app():
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/echo", status_code=201, response_model=EchoOut)
+    async def echo(item: EchoIn) -> EchoOut:
+        return EchoOut(ids=[uuid.uuid4()], count=1)
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+
+
+def feedback_item(i: int) -> dict[str, Any]:
+    """One realistic submission: ~330 bytes of JSON, ~950 bytes as a FeedbackReceived envelope."""
+    return {
+        "session_id": f"sess-{i % 997:04d}",
+        "query": f"How do I rotate the API keys of project {i} without downtime for the running workers?",
+        "response": (
+            "Create a second key, roll it out to every worker through the secret store, wait until the "
+            f"old key has no traffic in the access log (item {i}), then revoke it from the console."
+        ),
+        "feedback_type": "rating",
+        "feedback_value": {"rating": 1 + i % 5},
+        "tags": ["bench"],
+    }
+
+
+def batch_body(start: int) -> bytes:
+    return orjson.dumps({"items": [feedback_item(start + j) for j in range(BATCH_SIZE)]})
+
+
+# ---------------------------------------------------------------------------------------------------
+# CPU accounting: who burnt the 2 cores during a phase
+
+
+class CpuMeter:
+    def __init__(self) -> None:
+        self.groups: dict[str, Callable[[], list[psutil.Process]]] = {}
+
+    def add(self, name: str, procs: Callable[[], list[psutil.Process]]) -> None:
+        self.groups[name] = procs
+
+    def _sample(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, procs in self.groups.items():
+            total = 0.0
+            for p in procs():
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+            out[name] = total
+        return out
+
+    def start(self) -> "CpuSpan":
+        return CpuSpan(self, self._sample(), time.perf_counter())
+
+
+@dataclass
+class CpuSpan:
+    meter: CpuMeter
+    before: dict[str, float]
+    t0: float
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per group during the span, and the wall time, as 'cores busy' (cpu/wall)."""
+        after = self.meter._sample()
+        wall = time.perf_counter() - self.t0
+        return {k: round((after.get(k, 0.0) - v) / wall, 2) for k, v in self.before.items()}
+
+
+def _tree(pid: int | None) -> list[psutil.Process]:
+    if not pid:
+        return []
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTTP load generator: the same for the bare endpoint and the product
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    latencies_ms: list[float] = field(repr=False)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        s = sorted(self.latencies_ms)
+        return s[min(len(s) - 1, max(0, round(q * len(s)) - 1))]
+
+
+async def http_load(
+    base_url: str, path: str, bodies: Callable[[int], bytes], n: int, concurrency: int, headers: dict[str, str]
+) -> LoadResult:
+    """n POSTs with `concurrency` in flight over a pool of `concurrency` keep-alive connections; every
+    answer must be 201. Bodies are built before the clock starts."""
+    payloads = [bodies(i) for i in range(n)]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    hdrs = {"content-type": "application/json", **headers}
+    latencies: list[float] = []
+    next_i = 0
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=300.0) as client:
+
+        async def worker() -> None:
+            nonlocal next_i
+            while next_i < n:
+                i = next_i
+                next_i += 1
+                t = time.perf_counter()
+                r = await client.post(path, content=payloads[i], headers=hdrs)
+                latencies.append((time.perf_counter() - t) * 1000)
+                if r.status_code != 201:
+                    raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text[:300]}")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return LoadResult(n, elapsed, latencies)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Processes
+
+
+def wait_http(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}: {tail(log_path)}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer: {tail(log_path)}")
+
+
+def tail(path: Path, n: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+class Services:
+    """Starts `python -m services.feedback.main --role ...` processes with the bench's environment."""
+
+    def __init__(self, stack, logs: Path):
+        self.stack = stack
+        self.logs = logs
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, *roles: str, name: str) -> tuple[subprocess.Popen, int, Path]:
+        from shared.infra import free_port
+
+        port = free_port()
+        env = self.stack.env(RLHF_HTTP_PORT=str(port), RLHF_HTTP_HOST="127.0.0.1", RLHF_LOG_LEVEL="WARNING")
+        log_path = self.logs / f"{name}.log"
+        args = [sys.executable, "-m", SERVICE_MODULE]
+        for role in roles:
+            args += ["--role", role]
+        process = subprocess.Popen(
+            args, env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent
+        )
+        self.running.append(process)
+        if "api" in roles:
+            wait_http(f"http://127.0.0.1:{port}/healthz", process, log_path)
+        return process, port, log_path
+
+    def stop(self, process: subprocess.Popen) -> None:
+        stop_process(process)
+        if process in self.running:
+            self.running.remove(process)
+
+    def stop_all(self) -> None:
+        for process in list(self.running):
+            self.stop(process)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Phases
+
+
+async def raw_copy(dsn: str, rows: int, chunk: int = BATCH_SIZE) -> dict[str, Any]:
+    """COPY `rows` rows, `chunk` rows per COPY (each its own committed transaction, like one batch
+    request), on one connection, into a uuid-keyed 6-column table."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE; CREATE SCHEMA {RAW_SCHEMA}")
+        await conn.execute(
+            f"CREATE TABLE {RAW_SCHEMA}.rows (id uuid PRIMARY KEY, organization text, query text, "
+            "response text, feedback_value jsonb, created_at timestamptz)"
+        )
+        now = datetime.now(UTC)
+        records = []
+        for i in range(rows):
+            item = feedback_item(i)
+            records.append(
+                (uuid.uuid4(), "bench-raw", item["query"], item["response"],
+                 orjson.dumps(item["feedback_value"]).decode(), now)
+            )
+        t0 = time.perf_counter()
+        for start in range(0, rows, chunk):
+            await conn.copy_records_to_table(
+                "rows", schema_name=RAW_SCHEMA, records=records[start : start + chunk],
+                columns=["id", "organization", "query", "response", "feedback_value", "created_at"],
+            )
+        elapsed = time.perf_counter() - t0
+        return {"rows": rows, "rows_per_copy": chunk, "seconds": round(elapsed, 3), "rows_per_s": rows / elapsed}
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE")
+        await conn.close()
+
+
+async def produce_gathered(producer: AIOKafkaProducer, topic: str, messages: list[tuple[bytes, bytes]],
+                           chunk: int = BATCH_SIZE) -> float:
+    """The relay's pattern: `await send()` each message of a chunk, then gather the chunk's futures."""
+    t0 = time.perf_counter()
+    for start in range(0, len(messages), chunk):
+        futures = [await producer.send(topic, value=v, key=k) for k, v in messages[start : start + chunk]]
+        await asyncio.gather(*futures)
+    return time.perf_counter() - t0
+
+
+async def raw_produce(bootstrap: str, n: int, size: int) -> dict[str, Any]:
+    from shared.infra import ensure_topics
+
+    await ensure_topics(bootstrap, [RAW_TOPIC])
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=5,
+        max_batch_size=1_048_576, max_request_size=16_777_216,
+    )
+    await producer.start()
+    try:
+        pad = b"x" * size
+        messages = [(str(uuid.uuid4()).encode(), pad) for _ in range(n)]
+        await produce_gathered(producer, RAW_TOPIC, messages[:2000])  # connect, metadata, warm
+        elapsed = await produce_gathered(producer, RAW_TOPIC, messages)
+    finally:
+        await producer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        await admin.delete_topics([RAW_TOPIC])
+    except Exception as exc:  # a scratch topic left on an in-memory broker is harmless
+        log(f"could not delete {RAW_TOPIC}: {exc!r}")
+    finally:
+        await admin.close()
+    return {"messages": n, "bytes_each": size, "messages_per_gather": BATCH_SIZE,
+            "seconds": round(elapsed, 3), "msgs_per_s": n / elapsed}
+
+
+async def bare_endpoint(n: int, concurrency: int, logs: Path, meter: CpuMeter) -> dict[str, Any]:
+    from shared.infra import free_port
+
+    port = free_port()
+    log_path = logs / "bare-echo.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.ingest:echo_app", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
+        stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", process, log_path)
+        meter.add("bare uvicorn", lambda: _tree(process.pid))
+        base = f"http://127.0.0.1:{port}"
+        body = lambda i: orjson.dumps(feedback_item(i))  # noqa: E731
+        await http_load(base, "/echo", body, min(500, n), concurrency, {})  # warm-up
+        span = meter.start()
+        res = await http_load(base, "/echo", body, n, concurrency, {})
+        cpu = span.stop()
+    finally:
+        stop_process(process)
+        meter.groups.pop("bare uvicorn", None)
+    return {"requests": n, "concurrency": concurrency, "seconds": round(res.seconds, 3), "rps": res.rps,
+            "p50_ms": res.pct(0.50), "p99_ms": res.pct(0.99), "cpu_cores": cpu}
+
+
+class Db:
+    """The benchmark's own polling connection."""
+
+    def __init__(self, conn: asyncpg.Connection):
+        self.conn = conn
+
+    async def backlog(self) -> int:
+        return await self.conn.fetchval("SELECT count(*) FROM feedback.outbox WHERE published_at IS NULL")
+
+    async def count_org(self, org: str) -> int:
+        return await self.conn.fetchval("SELECT count(*) FROM feedback.rlhf_feedback WHERE organization = $1", org)
+
+
+async def poll_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
+                     interval: float = 0.02) -> float:
+    deadline = time.perf_counter() + timeout
+    while not await check():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{what}: not reached in {timeout:.0f}s")
+        await asyncio.sleep(interval)
+    return time.perf_counter()
+
+
+async def batch_ingest(base: str, headers: dict[str, str], db: Db, batches: int, meter: CpuMeter) -> dict[str, Any]:
+    # Warm-up: the auth cache, the pools, the producer; then an empty backlog before the clock starts.
+    await http_load(base, "/api/feedback/batch", lambda i: batch_body(10_000_000 + i * BATCH_SIZE), 2, 2, headers)
+    await poll_until(lambda: _eq(db.backlog(), 0), 120, "warm-up backlog drained")
+    payloads = [batch_body(i * BATCH_SIZE) for i in range(batches)]
+    span = meter.start()
+    t0 = time.perf_counter()
+    res = await http_load(base, "/api/feedback/batch", lambda i: payloads[i], batches, BATCH_CONCURRENCY, headers)
+    t_committed = time.perf_counter()
+    backlog_at_commit = await db.backlog()
+    t_published = await poll_until(lambda: _eq(db.backlog(), 0), 300, "batch ingest backlog drained")
+    cpu = span.stop()
+    items = batches * BATCH_SIZE
+    return {
+        "items": items, "batches": batches, "items_per_batch": BATCH_SIZE, "concurrency": BATCH_CONCURRENCY,
+        "committed_seconds": round(t_committed - t0, 3),
+        "committed_items_per_s": items / (t_committed - t0),
+        "published_seconds": round(t_published - t0, 3),
+        "published_items_per_s": items / (t_published - t0),
+        "backlog_at_last_response": backlog_at_commit,
+        "batch_p50_ms": res.pct(0.50), "batch_p99_ms": res.pct(0.99),
+        "cpu_cores": cpu,
+    }
+
+
+async def _eq(value: Awaitable[int], target: int) -> bool:
+    return (await value) == target
+
+
+async def single_posts(base: str, headers: dict[str, str], n: int, meter: CpuMeter) -> dict[str, Any]:
+    body = lambda i: orjson.dumps(feedback_item(i))  # noqa: E731
+    await http_load(base, "/api/feedback", body, min(500, n), SINGLE_CONCURRENCY, headers)  # warm-up
+    span = meter.start()
+    res = await http_load(base, "/api/feedback", body, n, SINGLE_CONCURRENCY, headers)
+    cpu = span.stop()
+    return {"requests": n, "concurrency": SINGLE_CONCURRENCY, "seconds": round(res.seconds, 3), "rps": res.rps,
+            "p50_ms": res.pct(0.50), "p99_ms": res.pct(0.99), "cpu_cores": cpu}
+
+
+async def relay_phase(services: Services, headers: dict[str, str], db: Db, n: int,
+                      meter: CpuMeter) -> dict[str, Any]:
+    """Fill the outbox through an api-only process, then time a relay-only process draining it."""
+    api, port, _ = services.start("api", name="feedback-api-only")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        batches = n // BATCH_SIZE
+        t0 = time.perf_counter()
+        await http_load(base, "/api/feedback/batch", lambda i: batch_body(20_000_000 + i * BATCH_SIZE),
+                        batches, RELAY_BATCH_CONCURRENCY, headers)
+        fill_seconds = time.perf_counter() - t0
+    finally:
+        services.stop(api)
+    backlog = await db.backlog()
+    log(f"outbox holds {backlog} unpublished rows (filled in {fill_seconds:.1f}s); starting the relay")
+    span = meter.start()
+    t_start = time.perf_counter()
+    relay, _, _ = services.start("relay", name="feedback-relay-only")
+    meter.add("service", lambda: _tree(relay.pid))
+    try:
+        first: list[tuple[float, int]] = []
+
+        async def started() -> bool:
+            b = await db.backlog()
+            if b < backlog:
+                first.append((time.perf_counter(), b))
+                return True
+            return False
+
+        await poll_until(started, 120, "relay started publishing")
+        t_done = await poll_until(lambda: _eq(db.backlog(), 0), 600, "relay drained the outbox")
+        cpu = span.stop()
+    finally:
+        services.stop(relay)
+    t_first, b_first = first[0]
+    return {
+        "events": backlog, "fill_seconds": round(fill_seconds, 3),
+        "seconds_from_spawn": round(t_done - t_start, 3),
+        "events_per_s_from_spawn": backlog / (t_done - t_start),
+        "startup_seconds": round(t_first - t_start, 3),
+        "steady_events_per_s": b_first / (t_done - t_first) if t_done > t_first else None,
+        "cpu_cores": cpu,
+    }
+
+
+async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, meter: CpuMeter) -> dict[str, Any]:
+    """Publish n FeedbackSubmitted envelopes first, then time a consumer-only process storing them."""
+    from shared.events import FeedbackSubmitted
+
+    org = f"bench-consumer-{uuid.uuid4().hex[:8]}"
+    messages = []
+    for i in range(n):
+        event = FeedbackSubmitted.model_validate(feedback_item(i))
+        envelope = event.envelope(organization=org, producer="bench")
+        messages.append((None, orjson.dumps(envelope.model_dump(mode="json"))))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=5,
+        max_batch_size=1_048_576, max_request_size=16_777_216,
+    )
+    await producer.start()
+    try:
+        publish_seconds = await produce_gathered(producer, SUBMITTED_TOPIC, messages)
+    finally:
+        await producer.stop()
+    log(f"{n} FeedbackSubmitted published in {publish_seconds:.1f}s; starting the consumer")
+    span = meter.start()
+    t_start = time.perf_counter()
+    consumer, _, _ = services.start("consumer", name="feedback-consumer-only")
+    meter.add("service", lambda: _tree(consumer.pid))
+    try:
+        first: list[tuple[float, int]] = []
+
+        async def started() -> bool:
+            c = await db.count_org(org)
+            if c > 0:
+                first.append((time.perf_counter(), c))
+                return True
+            return False
+
+        await poll_until(started, 120, "consumer stored its first rows", interval=0.05)
+        t_done = await poll_until(lambda: _eq(db.count_org(org), n), 600, "consumer stored every event",
+                                  interval=0.05)
+        cpu = span.stop()
+    finally:
+        services.stop(consumer)
+    t_first, c_first = first[0]
+    return {
+        "events": n, "bytes_each": len(messages[0][1]), "publish_seconds": round(publish_seconds, 3),
+        "seconds_from_spawn": round(t_done - t_start, 3),
+        "events_per_s_from_spawn": n / (t_done - t_start),
+        "startup_seconds": round(t_first - t_start, 3),
+        "steady_events_per_s": (n - c_first) / (t_done - t_first) if t_done > t_first else None,
+        "cpu_cores": cpu,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt(x: float | None, digits: int = 0) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def render(r: dict[str, Any]) -> str:
+    b, p = r["baselines"], r["product"]
+    copy, prod, bare = b["asyncpg_copy"], b["aiokafka_produce"], b["fastapi_bare"]
+    bi, sp, rl, co = p["batch_ingest"], p["single_post"], p["relay"], p["consumer"]
+    t = r["targets"]
+    lines = [
+        f"## Ingest benchmark — {r['machine']['nproc']} cores, Python {r['machine']['python']}, {r['finished_at']}",
+        "",
+        "| Figure | Value | Baseline (same run) | Ratio | Target |",
+        "|---|---:|---:|---:|---|",
+        f"| Raw asyncpg COPY ({copy['rows']:,} rows, {copy['rows_per_copy']:,}/COPY) | "
+        f"{fmt(copy['rows_per_s'])} rows/s | — | — | — |",
+        f"| Raw aiokafka produce ({prod['messages']:,} × {prod['bytes_each']} B, gather/{prod['messages_per_gather']:,}) | "
+        f"{fmt(prod['msgs_per_s'])} msgs/s | — | — | — |",
+        f"| Bare FastAPI POST /echo ({bare['requests']:,} req, c={bare['concurrency']}) | "
+        f"{fmt(bare['rps'])} req/s (p50 {fmt(bare['p50_ms'], 1)} / p99 {fmt(bare['p99_ms'], 1)} ms) | — | — | — |",
+        f"| Batch ingest, committed + published ({bi['items']:,} items, {bi['batches']}×{bi['items_per_batch']:,}, "
+        f"c={bi['concurrency']}) | {fmt(bi['published_items_per_s'])} feedback/s | "
+        f"{fmt(prod['msgs_per_s'])} msgs/s (raw produce) | {t['batch_vs_produce']['ratio']:.2f}× | "
+        f"≥ 0.5× **{t['batch_vs_produce']['verdict']}** |",
+        f"| Batch ingest, committed only (last HTTP response) | {fmt(bi['committed_items_per_s'])} feedback/s | "
+        f"{fmt(copy['rows_per_s'])} rows/s (raw COPY) | {bi['committed_items_per_s'] / copy['rows_per_s']:.2f}× | — |",
+        f"| Single POST /api/feedback ({sp['requests']:,} req, c={sp['concurrency']}) | {fmt(sp['rps'])} req/s | "
+        f"{fmt(bare['rps'])} req/s (bare FastAPI) | {t['single_vs_bare']['ratio']:.2f}× | "
+        f"≥ 0.5× **{t['single_vs_bare']['verdict']}** |",
+        f"| Single POST latency p50 / p99 | {fmt(sp['p50_ms'], 1)} / {fmt(sp['p99_ms'], 1)} ms | "
+        f"{fmt(bare['p50_ms'], 1)} / {fmt(bare['p99_ms'], 1)} ms | — | — |",
+        f"| Outbox relay, steady ({rl['events']:,} events queued) | {fmt(rl['steady_events_per_s'])} events/s | "
+        f"{fmt(prod['msgs_per_s'])} msgs/s (raw produce) | "
+        f"{(rl['steady_events_per_s'] or 0) / prod['msgs_per_s']:.2f}× | — |",
+        f"| Outbox relay, from process spawn (start-up {rl['startup_seconds']:.1f} s) | "
+        f"{fmt(rl['events_per_s_from_spawn'])} events/s | — | — | — |",
+        f"| Consumer, steady ({co['events']:,} events queued) | {fmt(co['steady_events_per_s'])} events/s | "
+        f"{fmt(copy['rows_per_s'])} rows/s (raw COPY) | "
+        f"{(co['steady_events_per_s'] or 0) / copy['rows_per_s']:.2f}× | — |",
+        f"| Consumer, from process spawn (start-up {co['startup_seconds']:.1f} s) | "
+        f"{fmt(co['events_per_s_from_spawn'])} events/s | — | — | — |",
+        "",
+        "CPU in cores busy (cpu-seconds / wall-second) per component during each measured phase:",
+        "",
+        "| Phase | " + " | ".join(r["cpu_groups"]) + " |",
+        "|---|" + "---:|" * len(r["cpu_groups"]),
+    ]
+    for name, res in (("bare FastAPI", bare), ("batch ingest", bi), ("single POST", sp), ("relay", rl),
+                      ("consumer", co)):
+        cpu = res.get("cpu_cores", {})
+        lines.append(f"| {name} | " + " | ".join(fmt(cpu.get(g), 2) for g in r["cpu_groups"]) + " |")
+    lines += [
+        "",
+        f"Batch ingest outbox backlog at the last HTTP response: {bi['backlog_at_last_response']:,}; "
+        f"batch latency p50 {fmt(bi['batch_p50_ms'])} ms / p99 {fmt(bi['batch_p99_ms'])} ms. "
+        f"Load average at start: {r['machine']['loadavg_at_start']}.",
+    ]
+    return "\n".join(lines)
+
+
+def verdict(ratio: float) -> str:
+    return "PASS" if ratio >= 0.5 else "BELOW"
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+async def run(batches: int, singles: int, *, relay_events: int, consumer_events: int, raw_rows: int,
+              raw_messages: int, message_bytes: int) -> dict[str, Any]:
+    from rlhf.stack import Stack, migrate_all
+    from services.feedback.main import SPEC
+    from shared import auth
+    from shared.db import make_engine
+    from shared.infra import ensure_topics, free_port
+
+    loadavg = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
+    stack = Stack(
+        tmp,
+        database_url=os.environ.get("DATABASE_URL") or None,
+        kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        kafka_port=free_port(),
+        gateway_port=free_port(),
+        extra_env={"RLHF_CONSUMER_SESSION_TIMEOUT_MS": "6000", "RLHF_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000"},
+    )
+    services = Services(stack, tmp / "logs")
+    meter = CpuMeter()
+    results: dict[str, Any] = {}
+    try:
+        log(f"starting infrastructure in {tmp}")
+        stack.start_infrastructure()
+        url, bootstrap = stack.database_url, stack.kafka_bootstrap
+        await migrate_all(url)
+        await ensure_topics(bootstrap, SPEC.topics)
+
+        pg_pid = stack.postgres.get_pid() if stack.postgres else None
+        broker_pid = stack.broker.process.pid if stack.broker and stack.broker.process else None
+        meter.add("bench client", lambda: [psutil.Process()])
+        meter.add("service", lambda: [])
+        meter.add("postgres", lambda: _tree(pg_pid))
+        meter.add("tansu", lambda: _tree(broker_pid))
+
+        engine = make_engine(url, pool_size=1)
+        org = f"bench-{uuid.uuid4().hex[:8]}"
+        try:
+            key = await auth.create_key(engine, organization=org, role=auth.Role.curator, name="bench")
+        finally:
+            await engine.dispose()
+        headers = {"authorization": f"Bearer {key}"}
+
+        from shared.db import async_url  # the embedded server's URL, as asyncpg takes it
+
+        dsn = async_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
+
+        log(f"raw asyncpg COPY: {raw_rows:,} rows")
+        copy = await raw_copy(dsn, raw_rows)
+        log(f"  {copy['rows_per_s']:,.0f} rows/s")
+        log(f"raw aiokafka produce: {raw_messages:,} × {message_bytes} B")
+        produce = await raw_produce(bootstrap, raw_messages, message_bytes)
+        log(f"  {produce['msgs_per_s']:,.0f} msgs/s")
+        log(f"bare FastAPI endpoint: {singles:,} requests, concurrency {SINGLE_CONCURRENCY}")
+        bare = await bare_endpoint(singles, SINGLE_CONCURRENCY, tmp / "logs", meter)
+        log(f"  {bare['rps']:,.0f} req/s")
+
+        db = Db(await asyncpg.connect(dsn))
+        try:
+            full, port, _ = services.start("api", "relay", "consumer", name="feedback-full")
+            meter.add("service", lambda: _tree(full.pid))
+            base = f"http://127.0.0.1:{port}"
+            try:
+                log(f"batch ingest: {batches} × {BATCH_SIZE:,} items, concurrency {BATCH_CONCURRENCY}")
+                batch = await batch_ingest(base, headers, db, batches, meter)
+                log(f"  committed {batch['committed_items_per_s']:,.0f}/s, "
+                    f"committed+published {batch['published_items_per_s']:,.0f}/s")
+                log(f"single POST: {singles:,} requests, concurrency {SINGLE_CONCURRENCY}")
+                single = await single_posts(base, headers, singles, meter)
+                log(f"  {single['rps']:,.0f} req/s, p50 {single['p50_ms']:.1f} ms, p99 {single['p99_ms']:.1f} ms")
+                await poll_until(lambda: _eq(db.backlog(), 0), 120, "single POST backlog drained")
+            finally:
+                services.stop(full)
+                meter.add("service", lambda: [])
+
+            log(f"relay: {relay_events:,} events through an api-only process, then a relay-only process")
+            relay = await relay_phase(services, headers, db, relay_events, meter)
+            log(f"  steady {relay['steady_events_per_s']:,.0f} events/s (start-up {relay['startup_seconds']:.1f}s)")
+            meter.add("service", lambda: [])
+
+            log(f"consumer: {consumer_events:,} FeedbackSubmitted queued, then a consumer-only process")
+            consumer = await consumer_phase(services, bootstrap, db, consumer_events, meter)
+            log(f"  steady {consumer['steady_events_per_s']:,.0f} events/s "
+                f"(start-up {consumer['startup_seconds']:.1f}s)")
+        finally:
+            await db.conn.close()
+
+        envelope_sizes = await _envelope_size(dsn)
+        b_ratio = batch["published_items_per_s"] / produce["msgs_per_s"]
+        s_ratio = single["rps"] / bare["rps"]
+        results = {
+            "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": {
+                "nproc": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                "cpu": _cpu_model(), "loadavg_at_start": [round(x, 2) for x in loadavg],
+                "infrastructure": "embedded PostgreSQL + Tansu" if stack.postgres and stack.broker else "external",
+            },
+            "parameters": {"batches": batches, "singles": singles, "relay_events": relay_events,
+                           "consumer_events": consumer_events, "raw_rows": raw_rows, "raw_messages": raw_messages,
+                           "message_bytes": message_bytes, "outbox_envelope_bytes": envelope_sizes},
+            "baselines": {"asyncpg_copy": copy, "aiokafka_produce": produce, "fastapi_bare": bare},
+            "product": {"batch_ingest": batch, "single_post": single, "relay": relay, "consumer": consumer},
+            "targets": {
+                "batch_vs_produce": {"ratio": b_ratio, "target": 0.5, "verdict": verdict(b_ratio)},
+                "single_vs_bare": {"ratio": s_ratio, "target": 0.5, "verdict": verdict(s_ratio)},
+            },
+            "cpu_groups": list(meter.groups),
+        }
+        return results
+    finally:
+        services.stop_all()
+        stack.stop()
+        if stack.postgres:
+            try:
+                stack.postgres.cleanup()
+            except Exception as exc:
+                log(f"postgres cleanup: {exc!r}")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _envelope_size(dsn: str) -> int | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(
+            "SELECT avg(octet_length(envelope))::int FROM (SELECT envelope FROM feedback.outbox LIMIT 1000) s"
+        )
+    except Exception:
+        return None
+    finally:
+        await conn.close()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(batches: int = 40, singles: int = 2000, *, relay_events: int = 100_000, consumer_events: int = 50_000,
+         raw_rows: int = 200_000, raw_messages: int = 200_000, message_bytes: int = 600) -> dict[str, Any]:
+    results = asyncio.run(
+        run(batches, singles, relay_events=relay_events, consumer_events=consumer_events, raw_rows=raw_rows,
+            raw_messages=raw_messages, message_bytes=message_bytes)
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    print(render(results), flush=True)
+    print(f"\n(JSON: {RESULTS})", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
