@@ -119,21 +119,17 @@ def batch_body(start: int) -> bytes:
 class CpuMeter:
     def __init__(self) -> None:
         self.groups: dict[str, Callable[[], list[psutil.Process]]] = {}
+        self.reaped: dict[str, bool] = {}
 
-    def add(self, name: str, procs: Callable[[], list[psutil.Process]]) -> None:
+    def add(self, name: str, procs: Callable[[], list[psutil.Process]], *, reaped: bool = False) -> None:
+        """`reaped`: also count the root's exited children (PostgreSQL backends come and go)."""
         self.groups[name] = procs
+        self.reaped[name] = reaped
 
     def _sample(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, procs in self.groups.items():
-            total = 0.0
-            for p in procs():
-                try:
-                    t = p.cpu_times()
-                    total += t.user + t.system
-                except psutil.Error:
-                    pass
-            out[name] = total
+            out[name] = _cpu_seconds(procs(), reaped=self.reaped[name])
         return out
 
     def start(self) -> "CpuSpan":
@@ -161,6 +157,21 @@ def _tree(pid: int | None) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
+
+
+def _cpu_seconds(procs: list[psutil.Process], *, reaped: bool) -> float:
+    """User + system seconds of the processes, plus with `reaped` (for the first, the tree's root) of
+    its children that have exited and been reaped, so a PostgreSQL backend ending mid-phase counts."""
+    total = 0.0
+    for i, p in enumerate(procs):
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+        if reaped and i == 0:
+            total += t.children_user + t.children_system
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -366,7 +377,7 @@ async def bare_endpoint(n: int, concurrency: int, logs: Path, meter: CpuMeter) -
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", process, log_path)
-        meter.add("bare uvicorn", lambda: _tree(process.pid))
+        meter.add("bare uvicorn", lambda: [psutil.Process(process.pid)])
         base = f"http://127.0.0.1:{port}"
         body = lambda i: orjson.dumps(feedback_item(i))  # noqa: E731
         await http_load(base, "/echo", body, min(500, n), concurrency, {})  # warm-up
@@ -375,7 +386,7 @@ async def bare_endpoint(n: int, concurrency: int, logs: Path, meter: CpuMeter) -
         cpu = span.stop()
     finally:
         stop_process(process)
-        meter.groups.pop("bare uvicorn", None)
+        meter.add("bare uvicorn", lambda: [])
     return {"requests": n, "concurrency": concurrency, "seconds": round(res.seconds, 3), "rps": res.rps,
             "p50_ms": res.pct(0.50), "p99_ms": res.pct(0.99), "cpu_cores": cpu}
 
@@ -642,8 +653,9 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
         pg_pid = stack.postgres.get_pid() if stack.postgres else None
         broker_pid = stack.broker.process.pid if stack.broker and stack.broker.process else None
         meter.add("bench client", lambda: [psutil.Process()])
+        meter.add("bare uvicorn", lambda: [])
         meter.add("service", lambda: [])
-        meter.add("postgres", lambda: _tree(pg_pid))
+        meter.add("postgres", lambda: _tree(pg_pid), reaped=True)
         meter.add("tansu", lambda: _tree(broker_pid))
 
         engine = make_engine(url, pool_size=1)

@@ -2,7 +2,7 @@
 
 import asyncio
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -11,7 +11,8 @@ from shared import auth
 from shared.db import make_engine
 from shared.infra import start_postgres
 
-class RoleName(str, Enum):
+
+class RoleName(StrEnum):
     viewer = "viewer"
     curator = "curator"
     admin = "admin"

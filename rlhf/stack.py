@@ -3,6 +3,7 @@ starts the embedded PostgreSQL and Tansu broker itself; then it migrates every s
 service in its own process and the gateway in front of them, and stops them all on Ctrl-C."""
 
 import asyncio
+import importlib
 import os
 import subprocess
 import sys
@@ -13,11 +14,8 @@ from pathlib import Path
 import httpx
 
 from shared import auth
-import importlib
-
-from shared.db import make_engine
+from shared.db import Database, make_engine
 from shared.infra import TansuBroker, start_postgres
-from shared.db import Database
 from shared.service import ServiceSpec, migrate
 
 
@@ -33,10 +31,13 @@ SERVICES = [ServiceProcess("feedback", "services.feedback.main", 8001, "RLHF_FEE
 GATEWAY = ServiceProcess("gateway", "services.gateway.main", 8000, None)
 
 
+def service_specs() -> list[ServiceSpec]:
+    return [importlib.import_module(svc.module).SPEC for svc in SERVICES]
+
+
 async def migrate_all(database_url: str) -> None:
     """Every service's migrations (and the API keys'), for `rlhf migrate` and `rlhf up`."""
-    for svc in SERVICES:
-        spec: ServiceSpec = importlib.import_module(svc.module).SPEC
+    for spec in service_specs():
         db = Database(database_url, schema=spec.schema, producer=spec.name, pool_size=1)
         try:
             await migrate(spec, db)

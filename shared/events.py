@@ -167,8 +167,79 @@ class FeedbackReviewed(Event):
     reviewed_at: datetime
 
 
+@register
+class DatasetExported(Event):
+    """An immutable export version of a curated dataset, written to the object store."""
+
+    type_name: ClassVar[str] = "DatasetExported"
+
+    dataset_id: uuid.UUID
+    name: str
+    dataset_type: str
+    export_version: int = Field(ge=1)
+    format: str
+    url: str  # the training split
+    sha256: str
+    validation_url: str | None = None
+    validation_sha256: str | None = None
+    manifest_url: str
+    counts: dict[str, int]  # train, validation, total
+    # Set when the dataset carries an auto-train policy: the training service launches a job.
+    auto_train: dict[str, Any] | None = None
+
+
+class _JobEvent(Event):
+    job_id: uuid.UUID
+    dataset_id: uuid.UUID | None = None
+    provider: str
+    base_model: str
+
+
+@register
+class JobStarted(_JobEvent):
+    type_name: ClassVar[str] = "JobStarted"
+
+    method: str
+    provider_job_id: str | None = None
+    cost_estimate: float | None = None
+
+
+@register
+class JobProgressed(_JobEvent):
+    type_name: ClassVar[str] = "JobProgressed"
+
+    status: str
+    progress: float | None = None  # percent, 0-100
+    epoch: float | None = None
+    step: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+@register
+class JobCompleted(_JobEvent):
+    type_name: ClassVar[str] = "JobCompleted"
+
+    resulting_model_id: str
+    final_metrics: dict[str, float] = Field(default_factory=dict)
+    actual_cost: float | None = None
+    completed_at: datetime
+
+
+@register
+class JobFailed(_JobEvent):
+    type_name: ClassVar[str] = "JobFailed"
+
+    error: str
+    failed_at: datetime
+
+
 __all__ = [
+    "DatasetExported",
     "Envelope",
+    "JobCompleted",
+    "JobFailed",
+    "JobProgressed",
+    "JobStarted",
     "Event",
     "FeedbackFields",
     "FeedbackReceived",

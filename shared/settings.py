@@ -36,13 +36,21 @@ class Settings(BaseSettings):
     # HTTP limits: bodies past these answer 413 before they are parsed.
     rlhf_max_body_bytes: int = 1_048_576
     rlhf_max_batch_body_bytes: int = 16_777_216
-    rlhf_max_batch_items: int = 1000
 
     # Key lookups are cached briefly so that a request does not cost an extra query.
     rlhf_auth_cache_seconds: float = 30.0
 
+    # Object store for exported datasets and trained adapters: a directory, file:// or s3://bucket/prefix.
+    # Unset: <RLHF_DATA_DIR>/objects.
+    rlhf_object_store_url: str | None = None
+
     # Gateway upstreams.
     rlhf_feedback_url: str = "http://127.0.0.1:8001"
+    rlhf_curation_url: str = "http://127.0.0.1:8002"
+    rlhf_training_url: str = "http://127.0.0.1:8003"
+
+    def object_store_url(self) -> str:
+        return self.rlhf_object_store_url or (self.rlhf_data_dir.resolve() / "objects").as_uri()
 
     def require_database_url(self) -> str:
         if not self.database_url:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from rlhf.stack import Stack, migrate_all
+from rlhf.stack import SERVICES, Stack, migrate_all, service_specs
 from shared import auth
 from shared.db import make_engine
 from shared.infra import ensure_topics, free_port
@@ -35,7 +35,7 @@ def infra(tmp_path_factory):
         kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         kafka_port=free_port(),
         gateway_port=free_port(),
-        service_ports={"feedback": free_port()},
+        service_ports={svc.name: free_port() for svc in SERVICES},
         extra_env=FAST_GROUPS,
     )
     stack.start_infrastructure()
@@ -49,9 +49,7 @@ def infra(tmp_path_factory):
 @pytest_asyncio.fixture(scope="session")
 async def migrated(infra):
     await migrate_all(infra.database_url)
-    from services.feedback.main import SPEC
-
-    await ensure_topics(infra.kafka_bootstrap, SPEC.topics)
+    await ensure_topics(infra.kafka_bootstrap, [t for spec in service_specs() for t in spec.topics])
     return infra
 
 

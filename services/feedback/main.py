@@ -9,6 +9,7 @@ from services.feedback import api, consumers
 from services.feedback.models import SCHEMA
 from shared import service
 from shared.events import FeedbackReceived, FeedbackReviewed, FeedbackSubmitted
+from shared.settings import get_settings
 
 SPEC = service.ServiceSpec(
     name="feedback",
@@ -18,7 +19,7 @@ SPEC = service.ServiceSpec(
     register_consumers=consumers.register,
     consumes=[FeedbackSubmitted.topic()],
     produces=[FeedbackReceived.topic(), FeedbackReviewed.topic()],
-    large_body_paths={"/api/feedback/batch": 16 * 1024 * 1024},
+    large_body_paths={"/api/feedback/batch": get_settings().rlhf_max_batch_body_bytes},
     default_port=8001,
 )
 

@@ -7,6 +7,7 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from shared.http import error
+from shared.settings import Settings
 
 # Hop-by-hop headers are the connection's own and are not forwarded (RFC 9110 §7.6.1).
 HOP_BY_HOP = {
@@ -15,9 +16,14 @@ HOP_BY_HOP = {
 }
 
 
-def route_table(feedback_url: str) -> dict[str, str]:
-    """Path prefix -> upstream base URL. Other services add their prefixes as they arrive."""
-    return {"/api/feedback": feedback_url}
+def route_table(settings: Settings) -> dict[str, str]:
+    """Path prefix -> upstream base URL, one entry per resource a service owns."""
+    return {
+        "/api/feedback": settings.rlhf_feedback_url,
+        "/api/training-datasets": settings.rlhf_curation_url,
+        "/api/preference-pairs": settings.rlhf_curation_url,
+        "/api/fine-tuning": settings.rlhf_training_url,
+    }
 
 
 def upstream_for(routes: dict[str, str], path: str) -> str | None:

@@ -16,7 +16,7 @@ from shared.settings import Settings, get_settings
 
 
 def build_app(settings: Settings):
-    routes = api.route_table(settings.rlhf_feedback_url)
+    routes = api.route_table(settings)
 
     @asynccontextmanager
     async def lifespan(app):

@@ -183,7 +183,8 @@ async def test_patch_rejects_unknown_and_empty(api, make_key, org):
 
 async def test_bulk_review(api, make_key, org):
     h = await make_key(org, "curator")
-    ids = (await api.post("/api/feedback/batch", json={"items": [item(query=f"q{i}") for i in range(4)]}, headers=h)).json()["ids"]
+    batch = {"items": [item(query=f"q{i}") for i in range(4)]}
+    ids = (await api.post("/api/feedback/batch", json=batch, headers=h)).json()["ids"]
     ghost = str(uuid.uuid4())
     r = await api.post("/api/feedback/review", json={"ids": ids[:3] + [ghost], "action": "approve"}, headers=h)
     assert r.status_code == 200
@@ -239,7 +240,8 @@ async def test_metrics_and_correlation_id(api, make_key, org):
     r = await api.post("/api/feedback", json=item(), headers={**h, "X-Correlation-ID": "corr-123"})
     assert r.headers["x-correlation-id"] == "corr-123"
     metrics = (await api.get("/metrics")).text
-    assert 'rlhf_http_request_duration_seconds_count{method="POST",route="/api/feedback",service="feedback",status="201"}' in metrics
+    labels = 'method="POST",route="/api/feedback",service="feedback",status="201"'
+    assert f"rlhf_http_request_duration_seconds_count{{{labels}}}" in metrics
     assert 'rlhf_feedback_ingested_total{service="feedback",source="http"}' in metrics
 
 

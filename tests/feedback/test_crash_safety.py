@@ -91,7 +91,8 @@ async def test_relay_killed_after_publish_before_marking_sent(isolated):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://feedback") as api:
         for _ in range(4):
             items = [{"query": f"q{uuid.uuid4()}", "response": "r", "feedback_type": "thumbs_up"}] * 50
-            assert (await api.post("/api/feedback/batch", json={"items": items}, headers=key_headers)).status_code == 201
+            r = await api.post("/api/feedback/batch", json={"items": items}, headers=key_headers)
+            assert r.status_code == 201
     unsent = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
     assert await scalar(db, unsent) == 200
 
