@@ -1,0 +1,55 @@
+"""Which failures the consumer retries and which it dead-letters (pure, no I/O)."""
+
+import asyncpg
+import pytest
+from aiokafka import ConsumerRecord
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from shared.consumer import decode_record, is_transient
+from shared.events import FeedbackSubmitted, UnknownEvent
+
+
+def record(value: bytes | None) -> ConsumerRecord:
+    return ConsumerRecord("t", 0, 0, 0, 0, None, value, None, 0, len(value or b""), [])
+
+
+def test_database_and_network_failures_are_transient():
+    assert is_transient(OperationalError("select 1", {}, Exception("server closed the connection")))
+    assert is_transient(ConnectionResetError())
+    assert is_transient(TimeoutError())
+    assert is_transient(asyncpg.exceptions.SerializationError("could not serialize"))
+
+
+def test_data_errors_are_not_transient():
+    assert not is_transient(IntegrityError("insert", {}, Exception("duplicate key")))
+    assert not is_transient(ValueError("bad"))
+
+
+def test_decode_record_accepts_a_good_envelope():
+    env = FeedbackSubmitted(query="q", response="r", feedback_type="thumbs_up").envelope(
+        organization="acme", producer="chat"
+    )
+    delivery = decode_record(record(env.model_dump_json().encode()))
+    assert delivery.envelope.event_id == env.event_id and delivery.event.query == "q"
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (None, ValueError),
+        (b"{not json", ValidationError),
+        (b'{"event_id": "x"}', ValidationError),
+    ],
+)
+def test_decode_record_refuses_what_can_never_be_processed(value, error):
+    with pytest.raises(error):
+        decode_record(record(value))
+
+
+def test_decode_record_refuses_unknown_versions():
+    env = FeedbackSubmitted(query="q", response="r", feedback_type="thumbs_up").envelope(
+        organization="acme", producer="chat"
+    )
+    with pytest.raises(UnknownEvent):
+        decode_record(record(env.model_copy(update={"version": 7}).model_dump_json().encode()))

@@ -1,0 +1,85 @@
+"""The event contract: topic names, envelopes, versions, additive payloads (pure, no I/O)."""
+
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from shared.events import (
+    Envelope,
+    FeedbackReceived,
+    FeedbackSubmitted,
+    UnknownEvent,
+    decode_payload,
+    dlq_topic,
+    dot_case,
+    topic_for,
+)
+
+
+def test_topic_names_follow_the_convention():
+    assert dot_case("FeedbackReceived") == "feedback.received"
+    assert topic_for("DatasetExported", 1) == "rlhf.dataset.exported.v1"
+    assert FeedbackSubmitted.topic() == "rlhf.feedback.submitted.v1"
+    assert dlq_topic(FeedbackSubmitted.topic()) == "rlhf.feedback.submitted.v1.dlq"
+
+
+def test_envelope_round_trip_decodes_the_typed_payload():
+    event = FeedbackSubmitted(query="q", response="r", feedback_type="rating", feedback_value={"rating": 5})
+    env = event.envelope(organization="acme", producer="chat", correlation_id="c-1")
+    assert (env.type, env.version, env.organization, env.correlation_id) == ("FeedbackSubmitted", 1, "acme", "c-1")
+    again = Envelope.model_validate_json(env.model_dump_json())
+    assert decode_payload(again) == event
+
+
+def test_correlation_id_defaults_to_the_event_id():
+    env = FeedbackSubmitted(query="q", response="r", feedback_type="thumbs_up").envelope(
+        organization="acme", producer="chat"
+    )
+    assert env.correlation_id == str(env.event_id)
+
+
+def test_unknown_version_and_type_are_refused():
+    env = FeedbackSubmitted(query="q", response="r", feedback_type="thumbs_up").envelope(
+        organization="acme", producer="chat"
+    )
+    with pytest.raises(UnknownEvent, match="v2"):
+        decode_payload(env.model_copy(update={"version": 2}))
+    with pytest.raises(UnknownEvent, match="Nope"):
+        decode_payload(env.model_copy(update={"type": "Nope"}))
+
+
+def test_payloads_are_additive_a_new_field_is_ignored():
+    env = FeedbackSubmitted(query="q", response="r", feedback_type="thumbs_up").envelope(
+        organization="acme", producer="chat"
+    )
+    newer = env.model_copy(update={"payload": {**env.payload, "added_in_a_later_release": 1}})
+    assert decode_payload(newer).query == "q"
+
+
+@pytest.mark.parametrize(
+    "value, ok",
+    [({"rating": 1}, True), ({"rating": 4.5}, True), ({"rating": 0}, False), ({"rating": True}, False),
+     ({"rating": "5"}, False), ({}, False)],
+)
+def test_a_rating_carries_a_rating_from_1_to_5(value, ok):
+    make = lambda: FeedbackSubmitted(query="q", response="r", feedback_type="rating", feedback_value=value)  # noqa: E731
+    if ok:
+        assert make().feedback_value == value
+    else:
+        with pytest.raises(ValidationError, match="rating"):
+            make()
+
+
+def test_a_correction_carries_the_corrected_answer():
+    with pytest.raises(ValidationError, match="correction"):
+        FeedbackSubmitted(query="q", response="r", feedback_type="correction", feedback_value={"correction": "  "})
+    ok = FeedbackSubmitted(query="q", response="r", feedback_type="correction", feedback_value={"correction": "x"})
+    assert ok.feedback_value["correction"] == "x"
+
+
+def test_events_are_frozen():
+    event = FeedbackReceived(query="q", response="r", feedback_type="thumbs_up", feedback_id=uuid.uuid4(),
+                             created_at="2026-01-01T00:00:00Z", source="http")
+    with pytest.raises(ValidationError):
+        event.query = "changed"
