@@ -38,11 +38,15 @@ def _database_url() -> tuple[str, object | None]:
 
 
 @app.command()
-def up(port: int = typer.Option(8000, help="gateway port")) -> None:
+def up(
+    port: int = typer.Option(8000, help="gateway port"),
+    services_port: int = typer.Option(8001, help="port of the first service; the others follow"),
+    kafka_port: int = typer.Option(19092, help="port of the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset)"),
+) -> None:
     """Run every service and the gateway (embedded PostgreSQL and Kafka unless configured)."""
     from rlhf.stack import up as run_up
 
-    run_up(_data_dir(), gateway_port=port)
+    run_up(_data_dir(), gateway_port=port, services_port=services_port, kafka_port=kafka_port)
 
 
 @app.command()
@@ -87,3 +91,7 @@ def bench_ingest(
     from bench.ingest import main as run_bench
 
     run_bench(batches=batches, singles=singles)
+
+
+if __name__ == "__main__":
+    app()

@@ -5,6 +5,7 @@ service in its own process and the gateway in front of them, and stops them all 
 import asyncio
 import importlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from shared import auth
 from shared.db import Database, make_engine
@@ -161,10 +163,25 @@ class Stack:
         return key
 
 
-def up(data_dir: Path, gateway_port: int = 8000) -> None:
-    database_url = os.environ.get("DATABASE_URL") or None
-    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
-    stack = Stack(data_dir, database_url=database_url, kafka_bootstrap=kafka, gateway_port=gateway_port)
+def redacted(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def up(data_dir: Path, *, gateway_port: int = 8000, services_port: int = 8001, kafka_port: int = 19092) -> None:
+    """Runs until Ctrl-C or SIGTERM. Service i (in SERVICES order) listens on services_port + i."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    stack = Stack(
+        data_dir,
+        database_url=os.environ.get("DATABASE_URL") or None,
+        kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        gateway_port=gateway_port,
+        service_ports={svc.name: services_port + i for i, svc in enumerate(SERVICES)},
+        kafka_port=kafka_port,
+    )
     try:
         stack.start_infrastructure()
         asyncio.run(stack.migrate())
@@ -173,7 +190,8 @@ def up(data_dir: Path, gateway_port: int = 8000) -> None:
         print(f"Betabase RLHF is up. Gateway: {stack.gateway_url}", flush=True)
         for svc in SERVICES:
             print(f"  {svc.name:<10} http://127.0.0.1:{stack.port_of(svc)}  (metrics at /metrics)")
-        print(f"  postgres   {'embedded, data in ' + str(data_dir / 'postgres') if stack.postgres else database_url}")
+        where = f"embedded, data in {stack.data_dir / 'postgres'}" if stack.postgres else redacted(stack.database_url)
+        print(f"  postgres   {where}")
         print(f"  kafka      {stack.kafka_bootstrap}{' (embedded Tansu)' if stack.broker else ''}")
         print(f"  logs       {stack.data_dir / 'logs'}")
         if admin_key:

@@ -1,0 +1,99 @@
+"""`rlhf up` and `rlhf keys create` as a user runs them: the embedded stack from nothing, a key,
+feedback through the gateway, FeedbackReceived on the broker, Ctrl-C, and state kept across a restart."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.events import FeedbackReceived
+from shared.infra import free_port
+from tests.support import KafkaProbe, envelope_of, of_org
+
+pytestmark = pytest.mark.asyncio
+
+RLHF = [sys.executable, "-m", "rlhf.cli"]
+
+
+def clean_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    return {**env, "RLHF_DATA_DIR": str(data_dir)}
+
+
+def start_up(data_dir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen, list[str]]:
+    process = subprocess.Popen(
+        [*RLHF, "up", "--port", str(ports["gateway"]), "--services-port", str(ports["services"]),
+         "--kafka-port", str(ports["kafka"])],
+        env=clean_env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError("rlhf up exited:\n" + "".join(lines))
+        lines.append(line)
+        if line.startswith("Ctrl-C stops everything"):
+            return process, lines
+    raise AssertionError("rlhf up did not come up:\n" + "".join(lines))
+
+
+def interrupt(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, out
+    return out
+
+
+def ports_for_up() -> dict[str, int]:
+    # consecutive service ports: find a base whose next few ports are free too
+    while True:
+        base = free_port()
+        if base < 60000:
+            return {"gateway": free_port(), "services": base, "kafka": free_port()}
+
+
+async def test_up_keys_post_list_event_and_restart(tmp_path):
+    data_dir = tmp_path / "state"
+    ports = ports_for_up()
+    gateway = f"http://127.0.0.1:{ports['gateway']}"
+    process, lines = start_up(data_dir, ports)
+    try:
+        banner = "".join(lines)
+        assert f"Gateway: {gateway}" in banner
+        assert "Admin API key for organization 'default'" in banner
+        key = subprocess.run(
+            [*RLHF, "keys", "create", "--org", "acme", "--role", "curator"],
+            env=clean_env(data_dir), capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+            r = await client.post(
+                "/api/feedback", headers=headers,
+                json={"query": "Is it up?", "response": "Yes.", "feedback_type": "thumbs_up"},
+            )
+            assert r.status_code == 201, r.text
+            fid = r.json()["ids"][0]
+            listed = (await client.get("/api/feedback", headers=headers)).json()["items"]
+            assert [i["id"] for i in listed] == [fid]
+        probe = KafkaProbe(f"127.0.0.1:{ports['kafka']}")
+        records = await probe.collect([FeedbackReceived.topic()], lambda rs: len(rs) >= 1, match=of_org("acme"))
+        assert envelope_of(records[0])["payload"]["feedback_id"] == fid
+    finally:
+        out = interrupt(process)
+    assert "stopping" in out
+
+    # Second start: same data dir, no new admin key, the feedback is still there.
+    process, lines = start_up(data_dir, ports)
+    try:
+        assert "Admin API key" not in "".join(lines)
+        async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+            listed = (await client.get("/api/feedback", headers=headers)).json()["items"]
+        assert [i["id"] for i in listed] == [fid]
+    finally:
+        interrupt(process)
