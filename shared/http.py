@@ -16,6 +16,7 @@ from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role
 from shared.observability import HTTP_LATENCY
 
 CORRELATION_HEADER = "x-correlation-id"
+MAX_CORRELATION_ID = 200
 
 
 def error(status: int, code: str, message: str, **extra) -> JSONResponse:
@@ -84,7 +85,9 @@ def create_app(
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
-        correlation_id = request.headers.get(CORRELATION_HEADER) or str(uuid.uuid4())
+        correlation_id = request.headers.get(CORRELATION_HEADER, "")
+        if not correlation_id or len(correlation_id) > MAX_CORRELATION_ID:
+            correlation_id = str(uuid.uuid4())
         request.state.correlation_id = correlation_id
         start = time.perf_counter()
         with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):

@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     rlhf_data_dir: Path = Path(".rlhf")
 
     rlhf_http_host: str = "127.0.0.1"
-    rlhf_http_port: int = 8001
+    rlhf_http_port: int | None = None  # unset: the service's own default port
     rlhf_log_format: str = Field(default="console", pattern="^(console|json)$")
     rlhf_log_level: str = "INFO"
 

@@ -15,6 +15,9 @@ from shared.observability import configure_logging
 from shared.settings import Settings, get_settings
 
 
+DEFAULT_PORT = 8000
+
+
 def build_app(settings: Settings):
     routes = api.route_table(settings)
 
@@ -34,7 +37,7 @@ def main() -> None:
     settings = get_settings()
     configure_logging("gateway", fmt=settings.rlhf_log_format, level=settings.rlhf_log_level)
     config = uvicorn.Config(
-        build_app(settings), host=settings.rlhf_http_host, port=settings.rlhf_http_port,
+        build_app(settings), host=settings.rlhf_http_host, port=settings.rlhf_http_port or DEFAULT_PORT,
         log_level="warning", access_log=False,
     )
     asyncio.run(uvicorn.Server(config).serve())
