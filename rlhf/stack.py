@@ -29,7 +29,10 @@ class ServiceProcess:
     url_variable: str | None  # how the gateway learns where it is
 
 
-SERVICES = [ServiceProcess("feedback", "services.feedback.main", 8001, "RLHF_FEEDBACK_URL")]
+SERVICES = [
+    ServiceProcess("feedback", "services.feedback.main", 8001, "RLHF_FEEDBACK_URL"),
+    ServiceProcess("curation", "services.curation.main", 8002, "RLHF_CURATION_URL"),
+]
 GATEWAY = ServiceProcess("gateway", "services.gateway.main", 8000, None)
 
 

@@ -1,0 +1,256 @@
+"""The curation service's HTTP routes. HTTP only: parse, authorize, call a handler, shape the answer."""
+
+import asyncio
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from services.curation import domain, handlers, repository
+from services.curation.schemas import (
+    BulkCreate,
+    BulkResult,
+    DatasetCreate,
+    DatasetOut,
+    DatasetPage,
+    DatasetPatch,
+    DatasetType,
+    ExportOut,
+    ExportRequest,
+    PairCreate,
+    PairOut,
+    PairPage,
+    PairPatch,
+    Status,
+    Strategy,
+    ValidateRequest,
+)
+from shared.auth import Principal, Role
+from shared.db import Database
+from shared.http import correlation_id, error, require
+from shared.objectstore import ObjectNotFound, object_store_from_url
+from shared.settings import get_settings
+
+datasets = APIRouter(prefix="/api/training-datasets", tags=["training datasets"])
+pairs = APIRouter(prefix="/api/preference-pairs", tags=["preference pairs"])
+
+Viewer = Annotated[Principal, Depends(require(Role.viewer))]
+Curator = Annotated[Principal, Depends(require(Role.curator))]
+CorrelationId = Annotated[str, Depends(correlation_id)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=200)]
+
+
+def db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def object_store(request: Request):
+    """The store exports go to: configured once per app (tests may set app.state.object_store)."""
+    if getattr(request.app.state, "object_store", None) is None:
+        request.app.state.object_store = object_store_from_url(get_settings().object_store_url())
+    return request.app.state.object_store
+
+
+DB = Annotated[Database, Depends(db)]
+Store = Annotated[object, Depends(object_store)]
+
+
+def _page(rows: list, limit: int, cursor_of) -> tuple[list, str | None]:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (cursor_of(rows[-1]) if more else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training datasets
+
+
+@datasets.post("", status_code=201, response_model=DatasetOut)
+async def create_dataset(body: DatasetCreate, principal: Curator, database: DB):
+    async with database.unit_of_work() as uow:
+        return await handlers.create_dataset(uow, principal.organization, body.model_dump(mode="json") | {
+            "feedback_ids": body.feedback_ids})
+
+
+@datasets.get("", response_model=DatasetPage)
+async def list_datasets(
+    principal: Viewer, database: DB, status: Status | None = None, dataset_type: DatasetType | None = None,
+    cursor: Cursor = None, limit: Limit = 50,
+):
+    after = domain.decode_cursor(cursor) if cursor else None
+    async with database.read() as session:
+        rows = await repository.page_datasets(
+            session, principal.organization, status=status, dataset_type=dataset_type, after=after, limit=limit + 1
+        )
+    rows, next_cursor = _page(rows, limit, lambda r: domain.encode_cursor(r.created_at, r.id))
+    return DatasetPage(items=[DatasetOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@datasets.get("/{dataset_id}", response_model=DatasetOut)
+async def get_dataset(dataset_id: uuid.UUID, principal: Viewer, database: DB):
+    async with database.read() as session:
+        row = await repository.get_dataset(session, principal.organization, dataset_id)
+    if row is None:
+        raise domain.NotFound("dataset", dataset_id)
+    return row
+
+
+@datasets.patch("/{dataset_id}", response_model=DatasetOut)
+async def update_dataset(dataset_id: uuid.UUID, patch: DatasetPatch, principal: Curator, database: DB):
+    changes = {k: getattr(patch, k) for k in patch.model_fields_set}
+    if patch.auto_train is not None:
+        changes["auto_train"] = patch.auto_train.model_dump(mode="json")
+    async with database.unit_of_work() as uow:
+        return await handlers.update_dataset(uow, principal.organization, dataset_id, changes)
+
+
+@datasets.delete("/{dataset_id}", response_model=DatasetOut)
+async def archive_dataset(dataset_id: uuid.UUID, principal: Curator, database: DB):
+    async with database.unit_of_work() as uow:
+        return await handlers.archive_dataset(uow, principal.organization, dataset_id)
+
+
+@datasets.post("/{dataset_id}/validate")
+async def validate_dataset(
+    dataset_id: uuid.UUID, principal: Curator, database: DB, body: ValidateRequest | None = None
+):
+    return await handlers.validate_dataset(database, principal.organization, dataset_id, body.format if body else None)
+
+
+@datasets.post("/{dataset_id}/export", status_code=201, response_model=ExportOut)
+async def export_dataset(
+    dataset_id: uuid.UUID, body: ExportRequest, principal: Curator, database: DB, store: Store, cid: CorrelationId
+):
+    return await handlers.export_dataset(
+        database, store, principal.organization, dataset_id, body.model_dump(), actor=principal.name,
+        correlation_id=cid,
+    )
+
+
+@datasets.get("/{dataset_id}/exports", response_model=list[ExportOut])
+async def list_exports(dataset_id: uuid.UUID, principal: Viewer, database: DB):
+    async with database.read() as session:
+        if await repository.get_dataset(session, principal.organization, dataset_id) is None:
+            raise domain.NotFound("dataset", dataset_id)
+        return await repository.list_exports(session, principal.organization, dataset_id)
+
+
+@datasets.get("/{dataset_id}/exports/{version}/files/{name}")
+async def download_export_file(
+    dataset_id: uuid.UUID, version: int, name: Literal["train", "validation", "manifest", "sources"],
+    principal: Viewer, database: DB, store: Store,
+):
+    """Streams one file of an export version from the object store (what `rlhf datasets export` fetches)."""
+    async with database.read() as session:
+        export = await repository.get_export(session, principal.organization, dataset_id, version)
+    if export is None:
+        raise domain.NotFound("export", f"v{version} of dataset {dataset_id}")
+    url = {"train": export.url, "validation": export.validation_url, "manifest": export.manifest_url,
+           "sources": export.manifest_url.rsplit("/", 1)[0] + "/sources.jsonl"}[name]
+    if not url:
+        raise domain.NotFound("file", f"{name} of export v{version}")
+    try:
+        source = await asyncio.to_thread(store.open, url)
+    except (ObjectNotFound, FileNotFoundError) as exc:
+        raise domain.NotFound("file", url) from exc
+    filename = url.rsplit("/", 1)[-1]
+
+    def chunks():
+        try:
+            yield from iter(lambda: source.read(1 << 20), b"")
+        finally:
+            source.close()
+
+    return StreamingResponse(
+        chunks(), media_type="application/octet-stream",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Preference pairs
+
+
+@pairs.post("", status_code=201, response_model=PairOut)
+async def create_pair(body: PairCreate, principal: Curator, database: DB):
+    async with database.unit_of_work() as uow:
+        return await handlers.create_pair(uow, principal.organization, body.model_dump())
+
+
+@pairs.post("/bulk", status_code=201, response_model=BulkResult)
+async def bulk_create_pairs(body: BulkCreate, principal: Curator, database: DB):
+    async with database.unit_of_work() as uow:
+        created, sample_count = await handlers.bulk_create_pairs(uow, principal.organization, body.model_dump())
+    return BulkResult(dataset_id=body.dataset_id, created=created, sample_count=sample_count)
+
+
+@pairs.get("", response_model=PairPage)
+async def list_pairs(
+    principal: Viewer,
+    database: DB,
+    dataset_id: uuid.UUID | None = None,
+    annotator: str | None = Query(default=None, max_length=320),
+    min_strength: float | None = Query(default=None, ge=0, le=1),
+    max_strength: float | None = Query(default=None, ge=0, le=1),
+    q: str | None = Query(default=None, min_length=1, max_length=200),
+    strategy: Strategy | Literal["manual"] | None = None,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+):
+    after = domain.decode_cursor(cursor) if cursor else None
+    f = repository.PairFilter(dataset_id, annotator, min_strength, max_strength, q, strategy)
+    async with database.read() as session:
+        rows = await repository.page_pairs(session, principal.organization, f, after=after, limit=limit + 1)
+    rows, next_cursor = _page(rows, limit, lambda r: domain.encode_cursor(r.created_at, r.id))
+    return PairPage(items=[PairOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@pairs.get("/{pair_id}", response_model=PairOut)
+async def get_pair(pair_id: uuid.UUID, principal: Viewer, database: DB):
+    async with database.read() as session:
+        row = await repository.get_pair(session, principal.organization, pair_id)
+    if row is None:
+        raise domain.NotFound("preference pair", pair_id)
+    return row
+
+
+@pairs.patch("/{pair_id}", response_model=PairOut)
+async def update_pair(pair_id: uuid.UUID, patch: PairPatch, principal: Curator, database: DB):
+    changes = {k: getattr(patch, k) for k in patch.model_fields_set}
+    async with database.unit_of_work() as uow:
+        return await handlers.update_pair(uow, principal.organization, pair_id, changes)
+
+
+@pairs.delete("/{pair_id}", status_code=204)
+async def delete_pair(pair_id: uuid.UUID, principal: Curator, database: DB):
+    async with database.unit_of_work() as uow:
+        await handlers.delete_pair(uow, principal.organization, pair_id)
+    return Response(status_code=204)
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(datasets)
+    app.include_router(pairs)
+
+    @app.exception_handler(domain.NotFound)
+    async def not_found(request: Request, exc: domain.NotFound) -> JSONResponse:
+        return error(404, "not_found", str(exc))
+
+    @app.exception_handler(domain.Conflict)
+    async def conflict(request: Request, exc: domain.Conflict) -> JSONResponse:
+        return error(409, "conflict", str(exc))
+
+    @app.exception_handler(domain.Invalid)
+    async def invalid(request: Request, exc: domain.Invalid) -> JSONResponse:
+        return error(422, "validation_error", str(exc), errors=[{"field": exc.field, "message": str(exc)}])
+
+    @app.exception_handler(domain.ValidationFailed)
+    async def failed_validation(request: Request, exc: domain.ValidationFailed) -> JSONResponse:
+        failing = [r for r in exc.report["rules"] if r["severity"] == "error" and r["count"]]
+        return error(
+            422, "dataset_invalid", "the dataset fails validation; fix the rules listed and export again",
+            errors=[{"field": f"rules.{r['rule']}", "message": f"{r['count']}: {r['message']}"} for r in failing],
+            report=exc.report,
+        )

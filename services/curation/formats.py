@@ -1,0 +1,210 @@
+"""Export formats: what one line (or row) of each looks like, which dataset types each takes, and
+each provider's documented rules and limits. Pure: no I/O.
+
+Line shapes follow the providers' current documents:
+  * openai_sft — chat fine-tuning: {"messages": [system?, user, assistant]}
+  * openai_dpo — preference fine-tuning: {"input": {"messages": [user]}, "preferred_output": [assistant],
+    "non_preferred_output": [assistant]}
+  * anthropic — the spec's form: {"input": "Human: <query>\\n\\nAssistant:", "output": " <answer>"}
+  * bedrock_claude — Claude 3 on Bedrock: {"system"?: str, "messages": [...]}, at least two messages,
+    user first, roles alternating, assistant last, no other keys
+  * trl_dpo — TRL's DPOTrainer: {"prompt", "chosen", "rejected"}
+  * jsonl — every field of the pair or sample with its provenance; parquet — trl_dpo's columns plus
+    provenance.
+
+Token counts are estimated, never tokenized: tiktoken fetches its encodings from the internet at
+run time, which these machines cannot. The estimate is ceil(UTF-8 bytes / 3) — about a third more
+than GPT/Claude tokenizers give for English (≈4 bytes a token) and close for CJK text (3 bytes a
+character, about a token each) — so a limit check errs on the side of refusing.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+PAIR_TYPES = ("preference_pairs", "dpo")
+INSTRUCTION_TYPES = ("instruction_tuning",)
+FORMATS = ("openai_sft", "openai_dpo", "anthropic", "bedrock_claude", "trl_dpo", "parquet", "jsonl")
+NEEDS_PAIRS = {"openai_dpo", "trl_dpo"}  # a rejected answer is part of the line
+BYTES_PER_TOKEN = 3
+TOKEN_ESTIMATE = "ceil(UTF-8 bytes / 3), an estimate that errs high for English text"
+
+
+@dataclass(frozen=True)
+class ProviderRules:
+    provider: str
+    max_tokens_per_example: int | None
+    min_examples: int
+    max_train_examples: int | None = None
+    max_validation_examples: int | None = None
+
+
+# OpenAI: at least 10 examples; 65,536 tokens per example for gpt-4o-mini / gpt-4o fine-tuning.
+# Bedrock (Claude 3 Haiku customization): 32–10,000 training records, up to 1,000 validation
+# records, 32,000 tokens per record.
+RULES = {
+    "openai_sft": ProviderRules("openai", 65_536, 10),
+    "openai_dpo": ProviderRules("openai", 65_536, 10),
+    "bedrock_claude": ProviderRules("bedrock", 32_000, 32, 10_000, 1_000),
+    "anthropic": ProviderRules("anthropic", 100_000, 1),
+    "trl_dpo": ProviderRules("huggingface", None, 1),
+    "parquet": ProviderRules("generic", None, 1),
+    "jsonl": ProviderRules("generic", None, 1),
+}
+
+
+class UnsupportedFormat(ValueError):
+    """A format this dataset type cannot be exported to (or no such format)."""
+
+
+def check_format(fmt: str, dataset_type: str) -> None:
+    if fmt not in FORMATS:
+        raise UnsupportedFormat(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt in NEEDS_PAIRS and dataset_type in INSTRUCTION_TYPES:
+        raise UnsupportedFormat(
+            f"format {fmt} needs preference pairs (chosen and rejected answers); an {dataset_type} dataset "
+            "has one answer per prompt: use openai_sft, anthropic, bedrock_claude, jsonl or parquet"
+        )
+
+
+def estimate_tokens(*texts: str | None) -> int:
+    size = sum(len(t.encode()) for t in texts if t)
+    return -(-size // BYTES_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One masked example, whatever its origin: a preference pair, or an approved feedback item
+    (then `rejected` is None and `answer` is the correction if there is one, else the response)."""
+
+    id: str
+    prompt: str
+    chosen: str
+    rejected: str | None
+    strength: float | None
+    context_documents: Any
+    annotator: str | None
+    notes: str | None
+    feedback_ids: list[str]
+    strategy: str
+
+
+def openai_sft(r: Record, system: str | None) -> dict:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.chosen}]
+    return {"messages": messages}
+
+
+def openai_dpo(r: Record, system: str | None) -> dict:
+    return {
+        "input": {"messages": [{"role": "user", "content": r.prompt}]},
+        "preferred_output": [{"role": "assistant", "content": r.chosen}],
+        "non_preferred_output": [{"role": "assistant", "content": r.rejected}],
+    }
+
+
+def anthropic(r: Record, system: str | None) -> dict:
+    return {"input": f"Human: {r.prompt}\n\nAssistant:", "output": f" {r.chosen}"}
+
+
+def bedrock_claude(r: Record, system: str | None) -> dict:
+    line: dict[str, Any] = {"system": system} if system else {}
+    line["messages"] = [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.chosen}]
+    return line
+
+
+def trl_dpo(r: Record, system: str | None) -> dict:
+    return {"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected}
+
+
+def generic(r: Record, system: str | None) -> dict:
+    return {
+        "id": r.id,
+        "prompt": r.prompt,
+        "chosen": r.chosen,
+        "rejected": r.rejected,
+        "preference_strength": r.strength,
+        "system": system,
+        "context_documents": r.context_documents,
+        "annotator_email": r.annotator,
+        "annotation_notes": r.notes,
+        "source_feedback_ids": r.feedback_ids,
+        "strategy": r.strategy,
+    }
+
+
+def parquet_row(r: Record, system: str | None) -> dict:
+    return {
+        "prompt": r.prompt,
+        "chosen": r.chosen,
+        "rejected": r.rejected,
+        "id": r.id,
+        "preference_strength": r.strength,
+        "source_feedback_ids": r.feedback_ids,
+        "strategy": r.strategy,
+    }
+
+
+BUILDERS = {
+    "openai_sft": openai_sft,
+    "openai_dpo": openai_dpo,
+    "anthropic": anthropic,
+    "bedrock_claude": bedrock_claude,
+    "trl_dpo": trl_dpo,
+    "jsonl": generic,
+    "parquet": parquet_row,
+}
+
+
+def _nonempty(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _messages_problems(messages: Any, *, first: str, last: str, alternate: bool) -> list[str]:
+    if not isinstance(messages, list) or len(messages) < 2:
+        return ["messages must be a list of at least two messages"]
+    problems = []
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if roles[0] != first:
+        problems.append(f"the first message must be from the {first}")
+    if roles[-1] != last:
+        problems.append(f"the last message must be from the {last}")
+    if alternate and any(a == b for a, b in zip(roles, roles[1:], strict=False)):
+        problems.append("user and assistant messages must alternate")
+    if not all(isinstance(m, dict) and _nonempty(m.get("content")) for m in messages):
+        problems.append("every message needs non-empty text content")
+    return problems
+
+
+def line_problems(fmt: str, line: dict) -> list[str]:
+    """What a provider would reject about one line (empty when the line is fine)."""
+    if fmt == "openai_sft":
+        messages = line.get("messages")
+        body = messages[1:] if messages and messages[0].get("role") == "system" else messages
+        return _messages_problems(body, first="user", last="assistant", alternate=True)
+    if fmt == "openai_dpo":
+        problems = _messages_problems(
+            [*line["input"]["messages"], *line["preferred_output"]], first="user", last="assistant", alternate=True
+        )
+        if not _nonempty(line["non_preferred_output"][0].get("content")):
+            problems.append("non_preferred_output needs non-empty content")
+        return problems
+    if fmt == "bedrock_claude":
+        problems = _messages_problems(line.get("messages"), first="user", last="assistant", alternate=True)
+        extra = set(line) - {"system", "messages"}
+        if extra:
+            problems.append(f"no keys other than system and messages are allowed: {sorted(extra)}")
+        if "system" in line and not isinstance(line["system"], str):
+            problems.append("system must be a string")
+        return problems
+    if fmt == "anthropic":
+        ok = line["input"].startswith("Human: ") and line["input"].endswith("\n\nAssistant:")
+        if ok and _nonempty(line["output"]):
+            return []
+        return ["input must be 'Human: …\\n\\nAssistant:' and output non-empty"]
+    if fmt in ("trl_dpo", "parquet"):
+        has_rejected = line.get("rejected") is not None or fmt == "trl_dpo"
+        keys = ("prompt", "chosen", "rejected") if has_rejected else ("prompt", "chosen")
+        return [f"{k} must be non-empty text" for k in keys if not _nonempty(line.get(k))]
+    if _nonempty(line.get("prompt")) and _nonempty(line.get("chosen")):
+        return []
+    return ["prompt and chosen must be non-empty"]

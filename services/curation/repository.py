@@ -1,0 +1,439 @@
+"""All of the curation service's SQL. Every query is scoped to one organization."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, func, or_, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.curation.models import SCHEMA, DatasetExport, FeedbackView, PreferencePair, TrainingDataset
+
+# The split and duplicate keys: a prompt's letters and digits, lower-cased. Splitting on this key puts
+# prompts that differ only in case, spacing or punctuation on the same side of the split.
+PROMPT_KEY = "regexp_replace(lower({col}), '[^[:alnum:]]+', '', 'g')"
+SPLIT_BUCKETS = 1_000_000
+
+
+def in_validation_sql(col: str) -> str:
+    return f"(abs(hashtextextended({PROMPT_KEY.format(col=col)}, $3)) % {SPLIT_BUCKETS}) < $4"
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+
+
+async def add_dataset(session: AsyncSession, row: dict[str, Any]) -> TrainingDataset:
+    dataset = TrainingDataset(**row)
+    session.add(dataset)
+    await session.flush()
+    await session.refresh(dataset)
+    return dataset
+
+
+async def get_dataset(
+    session: AsyncSession, organization: str, dataset_id: uuid.UUID, *, for_update: bool = False
+) -> TrainingDataset | None:
+    stmt = select(TrainingDataset).where(
+        TrainingDataset.organization == organization, TrainingDataset.id == dataset_id
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def page_datasets(
+    session: AsyncSession,
+    organization: str,
+    *,
+    status: str | None,
+    dataset_type: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[TrainingDataset]:
+    conditions = [TrainingDataset.organization == organization]
+    if status:
+        conditions.append(TrainingDataset.status == status)
+    if dataset_type:
+        conditions.append(TrainingDataset.dataset_type == dataset_type)
+    if after:
+        conditions.append(tuple_(TrainingDataset.created_at, TrainingDataset.id) < tuple_(*after))
+    stmt = (
+        select(TrainingDataset)
+        .where(and_(*conditions))
+        .order_by(TrainingDataset.created_at.desc(), TrainingDataset.id.desc())
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def count_samples(session: AsyncSession, dataset: TrainingDataset) -> int:
+    """Pairs of a pair dataset; approved members (known to the projection) of an instruction dataset."""
+    if dataset.dataset_type == "instruction_tuning":
+        stmt = select(func.count()).where(
+            FeedbackView.organization == dataset.organization,
+            FeedbackView.feedback_id == func.any(dataset.feedback_ids),
+            FeedbackView.status == "approved",
+            FeedbackView.query.is_not(None),
+        )
+    else:
+        stmt = select(func.count()).where(PreferencePair.dataset_id == dataset.id)
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def recount_instruction_datasets(session: AsyncSession, organization: str, feedback_ids: list[uuid.UUID]) -> None:
+    """Keeps sample_count true when the review state of member feedback changes."""
+    await session.execute(
+        text(
+            f"""
+            UPDATE "{SCHEMA}".training_datasets d SET sample_count = (
+                SELECT count(*) FROM "{SCHEMA}".feedback_projection f
+                WHERE f.organization = d.organization AND f.feedback_id = ANY(d.feedback_ids)
+                  AND f.status = 'approved' AND f.query IS NOT NULL)
+            WHERE d.organization = :org AND d.dataset_type = 'instruction_tuning' AND d.feedback_ids && :ids
+            """
+        ),
+        {"org": organization, "ids": feedback_ids},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Preference pairs
+
+
+@dataclass(frozen=True)
+class PairFilter:
+    dataset_id: uuid.UUID | None = None
+    annotator: str | None = None
+    min_strength: float | None = None
+    max_strength: float | None = None
+    q: str | None = None
+    strategy: str | None = None
+
+
+async def add_pair(session: AsyncSession, row: dict[str, Any]) -> PreferencePair:
+    pair = PreferencePair(**row)
+    session.add(pair)
+    await session.flush()
+    await session.refresh(pair)
+    return pair
+
+
+async def get_pair(
+    session: AsyncSession, organization: str, pair_id: uuid.UUID, *, for_update: bool = False
+) -> PreferencePair | None:
+    stmt = select(PreferencePair).where(PreferencePair.organization == organization, PreferencePair.id == pair_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def delete_pair(session: AsyncSession, pair: PreferencePair) -> None:
+    await session.execute(delete(PreferencePair).where(PreferencePair.id == pair.id))
+
+
+def _like(q: str) -> str:
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def page_pairs(
+    session: AsyncSession,
+    organization: str,
+    f: PairFilter,
+    *,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[PreferencePair]:
+    conditions = [PreferencePair.organization == organization]
+    if f.dataset_id:
+        conditions.append(PreferencePair.dataset_id == f.dataset_id)
+    if f.annotator:
+        conditions.append(PreferencePair.annotator_email == f.annotator)
+    if f.min_strength is not None:
+        conditions.append(PreferencePair.preference_strength >= f.min_strength)
+    if f.max_strength is not None:
+        conditions.append(PreferencePair.preference_strength <= f.max_strength)
+    if f.strategy:
+        conditions.append(PreferencePair.strategy == f.strategy)
+    if f.q:
+        pattern = _like(f.q)
+        conditions.append(
+            or_(
+                PreferencePair.query.ilike(pattern),
+                PreferencePair.chosen_response.ilike(pattern),
+                PreferencePair.rejected_response.ilike(pattern),
+            )
+        )
+    if after:
+        conditions.append(tuple_(PreferencePair.created_at, PreferencePair.id) < tuple_(*after))
+    stmt = (
+        select(PreferencePair)
+        .where(and_(*conditions))
+        .order_by(PreferencePair.created_at.desc(), PreferencePair.id.desc())
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+@dataclass(frozen=True)
+class FeedbackScope:
+    feedback_ids: list[uuid.UUID] | None = None
+    tags: list[str] | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    approved_only: bool = False
+
+
+def _eligible_cte(scope: FeedbackScope) -> tuple[str, dict[str, Any]]:
+    """The feedback a bulk run may pair: known content, not rejected by a curator, in scope."""
+    conditions = ["organization = :org", "query IS NOT NULL", "status <> 'rejected'"]
+    params: dict[str, Any] = {}
+    if scope.approved_only:
+        conditions.append("status = 'approved'")
+    if scope.feedback_ids is not None:
+        conditions.append("feedback_id = ANY(:ids)")
+        params["ids"] = scope.feedback_ids
+    if scope.tags:
+        conditions.append("tags && :tags")
+        params["tags"] = [t.strip().lower() for t in scope.tags]
+    if scope.created_from:
+        conditions.append("created_at >= :created_from")
+        params["created_from"] = scope.created_from
+    if scope.created_to:
+        conditions.append("created_at < :created_to")
+        params["created_to"] = scope.created_to
+    cte = f"""
+        eligible AS (
+            SELECT feedback_id, query, response, feedback_type, rating, created_at,
+                   COALESCE(review_correction, value_correction) AS correction,
+                   {PROMPT_KEY.format(col="query")} AS qkey
+            FROM "{SCHEMA}".feedback_projection
+            WHERE {" AND ".join(conditions)})"""
+    return cte, params
+
+
+_INSERT_PAIRS = f"""
+    INSERT INTO "{SCHEMA}".preference_pairs
+        (id, organization, dataset_id, query, chosen_response, rejected_response, preference_strength,
+         annotator_email, source_feedback_ids, strategy, source_key, created_at, updated_at)
+    SELECT gen_random_uuid(), :org, :dataset_id, query, chosen, rejected, strength,
+           :annotator, sources, :strategy, :strategy || ':' || array_to_string(sources, ':'), now(), now()
+    FROM candidates
+    ON CONFLICT (dataset_id, source_key) DO NOTHING
+    RETURNING 1"""
+
+# Each strategy selects candidates (query, chosen, rejected, strength, sources) from `eligible`.
+_CANDIDATES = {
+    "correction": """
+        SELECT query, correction AS chosen, response AS rejected, 1.0::float AS strength,
+               ARRAY[feedback_id] AS sources
+        FROM eligible
+        WHERE correction IS NOT NULL AND btrim(correction) <> '' AND btrim(correction) <> btrim(response)""",
+    "thumbs": """
+        SELECT query, chosen, rejected, 1.0::float AS strength, sources FROM (
+            SELECT up.query, up.response AS chosen, down.response AS rejected,
+                   ARRAY[up.feedback_id, down.feedback_id] AS sources,
+                   row_number() OVER (PARTITION BY up.qkey
+                                      ORDER BY up.created_at, up.feedback_id, down.created_at, down.feedback_id) AS n
+            FROM eligible up JOIN eligible down ON up.qkey = down.qkey
+            WHERE up.feedback_type = 'thumbs_up' AND down.feedback_type = 'thumbs_down'
+              AND btrim(up.response) <> btrim(down.response)) ranked
+        WHERE n <= :cap""",
+    "rating": """
+        SELECT query, chosen, rejected, strength, sources FROM (
+            SELECT hi.query, hi.response AS chosen, lo.response AS rejected,
+                   least(1.0, (hi.rating - lo.rating) / :span)::float AS strength,
+                   ARRAY[hi.feedback_id, lo.feedback_id] AS sources,
+                   row_number() OVER (PARTITION BY hi.qkey
+                                      ORDER BY hi.rating - lo.rating DESC, hi.feedback_id, lo.feedback_id) AS n
+            FROM eligible hi JOIN eligible lo ON hi.qkey = lo.qkey AND hi.rating >= lo.rating + :gap
+            WHERE hi.feedback_type = 'rating' AND lo.feedback_type = 'rating'
+              AND btrim(hi.response) <> btrim(lo.response)) ranked
+        WHERE n <= :cap""",
+}
+
+
+async def create_pairs_by_strategy(
+    session: AsyncSession,
+    organization: str,
+    dataset_id: uuid.UUID,
+    strategy: str,
+    scope: FeedbackScope,
+    *,
+    cap: int,
+    min_rating_gap: float,
+    rating_span: float,
+    annotator: str | None,
+) -> int:
+    """One INSERT … SELECT in the database; returns how many pairs are new (re-runs add none)."""
+    eligible, params = _eligible_cte(scope)
+    sql = f"WITH {eligible}, candidates AS ({_CANDIDATES[strategy]}), ins AS ({_INSERT_PAIRS}) SELECT count(*) FROM ins"
+    params.update(
+        org=organization, dataset_id=dataset_id, strategy=strategy, annotator=annotator, cap=cap,
+        gap=min_rating_gap, span=rating_span,
+    )
+    return (await session.execute(text(sql), params)).scalar_one()
+
+
+# ---------------------------------------------------------------------------------------------
+# The feedback projection
+
+
+async def upsert_received(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Content of feedback items; review state, if a FeedbackReviewed came first, is left alone."""
+    stmt = insert(FeedbackView).values(rows)
+    content = ("query", "response", "feedback_type", "rating", "value_correction", "session_id", "model_id",
+               "created_at")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["feedback_id"],
+        set_={c: stmt.excluded[c] for c in content},
+        where=FeedbackView.organization == stmt.excluded.organization,
+    )
+    # tags come with both events: the received ones only until a review says otherwise
+    await session.execute(stmt)
+    await session.execute(
+        text(f"""UPDATE "{SCHEMA}".feedback_projection SET tags = :tags
+                 WHERE feedback_id = :id AND reviewed_at IS NULL"""),
+        [{"id": r["feedback_id"], "tags": r["tags"]} for r in rows],
+    )
+
+
+async def upsert_reviewed(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Review state; an older review arriving late never overwrites a newer one."""
+    stmt = insert(FeedbackView).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["feedback_id"],
+        set_={c: stmt.excluded[c] for c in ("status", "review_correction", "tags", "reviewed_at")},
+        where=and_(
+            FeedbackView.organization == stmt.excluded.organization,
+            or_(FeedbackView.reviewed_at.is_(None), FeedbackView.reviewed_at <= stmt.excluded.reviewed_at),
+        ),
+    )
+    await session.execute(stmt)
+
+
+async def get_feedback_view(session: AsyncSession, organization: str, feedback_id: uuid.UUID) -> FeedbackView | None:
+    stmt = select(FeedbackView).where(
+        FeedbackView.organization == organization, FeedbackView.feedback_id == feedback_id
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and export: plain SQL over one dataset's examples ($1 organization, $2 dataset id or
+# member ids, $3 split seed, $4 validation bucket cut).
+
+PAIR_EXAMPLES = f"""
+    SELECT id::text AS id, query AS prompt, chosen_response AS chosen, rejected_response AS rejected,
+           preference_strength AS strength, context_documents::text AS context, annotator_email AS annotator,
+           annotation_notes AS notes, source_feedback_ids::text[] AS feedback_ids, strategy
+    FROM "{SCHEMA}".preference_pairs WHERE organization = $1 AND dataset_id = $2"""
+
+INSTRUCTION_EXAMPLES = f"""
+    SELECT feedback_id::text AS id, query AS prompt,
+           COALESCE(review_correction, value_correction, response) AS chosen, NULL::text AS rejected,
+           NULL::float AS strength, '[]' AS context, NULL::text AS annotator, NULL::text AS notes,
+           ARRAY[feedback_id::text] AS feedback_ids, 'approved_feedback' AS strategy
+    FROM "{SCHEMA}".feedback_projection
+    WHERE organization = $1 AND feedback_id = ANY($2::uuid[]) AND status = 'approved' AND query IS NOT NULL"""
+
+
+def examples_sql(dataset_type: str) -> str:
+    return INSTRUCTION_EXAMPLES if dataset_type == "instruction_tuning" else PAIR_EXAMPLES
+
+
+def export_sql(dataset_type: str) -> str:
+    """Each distinct example once (exact duplicates dropped, the lowest id kept), in a stable order,
+    with its side of the split: the same data always gives the same file."""
+    return f"""
+        SELECT DISTINCT ON (dedupe_key) *, {in_validation_sql("prompt")} AS in_validation FROM (
+            SELECT e.*, md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, '')) AS dedupe_key
+            FROM ({examples_sql(dataset_type)}) e) keyed
+        ORDER BY dedupe_key, id"""
+
+
+def rule_counts_sql(dataset_type: str) -> str:
+    """Counts for every row-level rule in one pass. $5: the token limit in bytes (or NULL)."""
+    return f"""
+        WITH e AS (
+            SELECT *, md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, '')) AS exact_key,
+                   md5({PROMPT_KEY.format(col="prompt")} || chr(1) || {PROMPT_KEY.format(col="chosen")} || chr(1)
+                       || {PROMPT_KEY.format(col="coalesce(rejected, '')")}) AS near_key,
+                   {PROMPT_KEY.format(col="prompt")} AS prompt_key,
+                   {in_validation_sql("prompt")} AS in_validation,
+                   octet_length(prompt) + octet_length(chosen) + coalesce(octet_length(rejected), 0) AS bytes
+            FROM ({examples_sql(dataset_type)}) x)
+        SELECT
+            count(*) AS total,
+            count(DISTINCT exact_key) AS distinct_exact,
+            count(DISTINCT near_key) AS distinct_near,
+            count(*) FILTER (WHERE btrim(prompt) = '' OR btrim(chosen) = '' OR btrim(rejected) = '') AS empty_field,
+            count(*) FILTER (WHERE rejected IS NOT NULL AND btrim(chosen) = btrim(rejected)) AS chosen_is_rejected,
+            count(*) FILTER (WHERE $5::bigint IS NOT NULL AND bytes > $5::bigint) AS too_long,
+            count(DISTINCT exact_key) FILTER (WHERE in_validation) AS validation_rows,
+            count(DISTINCT exact_key) FILTER (WHERE NOT in_validation) AS train_rows,
+            (SELECT count(*) FROM (SELECT prompt_key FROM e GROUP BY prompt_key
+                                   HAVING bool_or(in_validation) AND bool_or(NOT in_validation)) s) AS split_overlap
+        FROM e"""
+
+
+def rule_examples_sql(dataset_type: str, condition: str) -> str:
+    return f"""
+        SELECT id, left(prompt, 200) AS prompt FROM (
+            SELECT *, octet_length(prompt) + octet_length(chosen) + coalesce(octet_length(rejected), 0) AS bytes,
+                   {in_validation_sql("prompt")} AS in_validation
+            FROM ({examples_sql(dataset_type)}) x) e
+        WHERE {condition} ORDER BY id LIMIT 3"""
+
+
+DUPLICATE_EXAMPLES = """
+    SELECT array_agg(id ORDER BY id) AS ids, left(min(prompt), 200) AS prompt FROM ({examples}) e
+    GROUP BY {key} HAVING count(*) > 1 ORDER BY min(id) LIMIT 3"""
+
+
+def duplicate_examples_sql(dataset_type: str, near: bool) -> str:
+    if near:
+        key = " || chr(1) || ".join(PROMPT_KEY.format(col=c) for c in ("prompt", "chosen", "coalesce(rejected, '')"))
+    else:
+        key = "md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, ''))"
+    return DUPLICATE_EXAMPLES.format(examples=examples_sql(dataset_type), key=key)
+
+
+def decode_context(raw: str) -> Any:
+    return orjson.loads(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export versions
+
+
+async def add_export(session: AsyncSession, row: dict[str, Any]) -> DatasetExport:
+    export = DatasetExport(**row)
+    session.add(export)
+    await session.flush()
+    await session.refresh(export)
+    return export
+
+
+async def list_exports(session: AsyncSession, organization: str, dataset_id: uuid.UUID) -> list[DatasetExport]:
+    stmt = (
+        select(DatasetExport)
+        .where(DatasetExport.organization == organization, DatasetExport.dataset_id == dataset_id)
+        .order_by(DatasetExport.version.desc())
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def get_export(
+    session: AsyncSession, organization: str, dataset_id: uuid.UUID, version: int
+) -> DatasetExport | None:
+    stmt = select(DatasetExport).where(
+        DatasetExport.organization == organization,
+        DatasetExport.dataset_id == dataset_id,
+        DatasetExport.version == version,
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
