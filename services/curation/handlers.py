@@ -401,7 +401,7 @@ async def _write_files(conn, store, snapshot: dict, fmt: str, version: int, rati
     args = [snapshot["organization"], _members_arg(snapshot["dataset_type"], snapshot["id"], snapshot["feedback_ids"]),
             seed, int(ratio * repository.SPLIT_BUCKETS)]
     try:
-        cursor = await conn.cursor(repository.export_sql(snapshot["dataset_type"]), *args, prefetch=CHUNK_ROWS)
+        cursor = await conn.cursor(repository.export_sql(snapshot["dataset_type"]), *args)
         async for chunk in prefetched(lambda: cursor.fetch(CHUNK_ROWS)):
             await asyncio.to_thread(writer.write_chunk, chunk)
             failpoint("curation.export.after_chunk")

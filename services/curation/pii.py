@@ -77,7 +77,7 @@ DETECTORS = [
     Detector("SECRET", re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{32,}+={0,2}"), lambda p, lo: True),
     Detector("EMAIL", re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
                                  r"\.[A-Za-z]{2,}\b"), lambda p, lo: "@" in p),
-    Detector("IP_ADDRESS", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"), _has_digit),
+    Detector("IP_ADDRESS", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)"), _has_digit),
     Detector("IP_ADDRESS", re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{1,4}:){2,7}:?[0-9A-Fa-f]{0,4}"
                                       r"(?::[0-9A-Fa-f]{1,4})*(?![0-9A-Fa-f:])"), lambda p, lo: "::" in p or
              p.count(":") >= 2),

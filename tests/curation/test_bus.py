@@ -1,0 +1,100 @@
+"""The curation service on the bus, as real processes on the real broker: FeedbackReceived and
+FeedbackReviewed from the real feedback service reach the projection, once; an export through the
+gateway goes out as DatasetExported on rlhf.dataset.exported.v1."""
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from services.curation.models import FeedbackView, processed_events
+from shared.events import DatasetExported, FeedbackReceived, FeedbackReviewed
+from tests.support import envelope_of, eventually, of_org
+
+pytestmark = pytest.mark.asyncio
+
+
+async def view(curation_db, org, feedback_id):
+    async with curation_db.read() as s:
+        stmt = select(FeedbackView).where(FeedbackView.organization == org, FeedbackView.feedback_id == feedback_id)
+        return (await s.execute(stmt)).scalar_one_or_none()
+
+
+async def test_feedback_events_reach_the_projection_once(stack, gateway, make_key, kafka, curation_db, org):
+    h = await make_key(org)
+    r = await gateway.post("/api/feedback", json={"query": "Where are logs?", "response": "Nowhere.",
+                                                  "feedback_type": "thumbs_down"}, headers=h)
+    fid = uuid.UUID(r.json()["ids"][0])
+    row = await eventually(lambda: view(curation_db, org, fid))
+    assert (row.query, row.status) == ("Where are logs?", "pending")
+    await gateway.patch(f"/api/feedback/{fid}", json={"status": "approved", "correction": "In Grafana."}, headers=h)
+
+    async def approved():
+        v = await view(curation_db, org, fid)
+        return v if v and v.status == "approved" else None
+
+    row = await approved() or await eventually(approved)
+    assert row.review_correction == "In Grafana."
+    # A redelivered (duplicate) event and an old review arriving late change nothing.
+    duplicate_id = uuid.uuid4()
+    late = FeedbackReviewed(feedback_id=fid, status="rejected", previous_status="pending",
+                            reviewed_at=datetime(2000, 1, 1, tzinfo=UTC))
+    await kafka.send_event(late, org, event_id=duplicate_id)
+    await kafka.send_event(late, org, event_id=duplicate_id)
+    marker = FeedbackReceived(query="marker", response="m", feedback_type="thumbs_up", feedback_id=uuid.uuid4(),
+                              created_at=datetime.now(UTC), source="bus")
+    await kafka.send_event(marker, org)
+    await eventually(lambda: view(curation_db, org, marker.feedback_id))
+
+    async def claimed():
+        async with curation_db.read() as s:
+            stmt = select(func.count()).select_from(processed_events).where(processed_events.c.event_id == duplicate_id)
+            return (await s.execute(stmt)).scalar_one()
+
+    assert await eventually(claimed) == 1
+    assert (await view(curation_db, org, fid)).status == "approved"
+
+
+async def test_through_the_gateway_feedback_to_exported_event(stack, gateway, make_key, kafka, curation_db, org):
+    h = await make_key(org)
+    items = []
+    for i in range(12):
+        items += [
+            {"query": f"How to rotate key {i}?", "response": "Ignore it.", "feedback_type": "correction",
+             "feedback_value": {"correction": f"Rotate key {i} in the vault, then redeploy."}},
+            {"query": f"Scale job {i}?", "response": f"Set replicas of job {i} to 3.", "feedback_type": "thumbs_up"},
+            {"query": f"scale job {i}", "response": "No idea.", "feedback_type": "thumbs_down"},
+            {"query": f"Cache {i}?", "response": f"Use Redis for cache {i}.", "feedback_type": "rating",
+             "feedback_value": {"rating": 5}},
+            {"query": f"Cache {i}?", "response": "Use files.", "feedback_type": "rating",
+             "feedback_value": {"rating": 2}},
+        ]
+    ids = (await gateway.post("/api/feedback/batch", json={"items": items}, headers=h)).json()["ids"]
+    await eventually(lambda: view(curation_db, org, uuid.UUID(ids[-1])))
+    for fid in ids:
+        await eventually(lambda fid=fid: view(curation_db, org, uuid.UUID(fid)))
+    ds = (await gateway.post("/api/training-datasets", json={
+        "name": "E2E", "dataset_type": "dpo",
+        "auto_train": {"provider": "huggingface", "base_model": "tiny", "method": "dpo"}}, headers=h)).json()
+    r = await gateway.post("/api/preference-pairs/bulk", json={"dataset_id": ds["id"],
+                                                               "strategies": ["correction", "thumbs", "rating"]},
+                           headers=h)
+    assert r.json()["created"] == {"correction": 12, "thumbs": 12, "rating": 12}
+    report = (await gateway.post(f"/api/training-datasets/{ds['id']}/validate", json={"format": "openai_dpo"},
+                                 headers=h)).json()
+    assert report["passed"] and report["quality_score"] == 1.0
+    await gateway.patch(f"/api/training-datasets/{ds['id']}", json={"status": "ready"}, headers=h)
+    exports = []
+    for fmt in ("openai_sft", "openai_dpo", "anthropic", "bedrock_claude", "trl_dpo", "parquet", "jsonl"):
+        r = await gateway.post(f"/api/training-datasets/{ds['id']}/export", json={"format": fmt}, headers=h)
+        assert r.status_code == 201, (fmt, r.text)
+        exports.append(r.json())
+    records = await kafka.collect([DatasetExported.topic()], lambda rs: len(rs) >= 7, match=of_org(org))
+    payloads = [envelope_of(r)["payload"] for r in records]
+    assert [p["format"] for p in payloads] == [e["format"] for e in exports]
+    last = payloads[-1]
+    assert (last["dataset_id"], last["export_version"], last["sha256"], last["url"]) == (
+        ds["id"], 7, exports[-1]["sha256"], exports[-1]["url"])
+    assert last["counts"]["total"] == 36 and last["auto_train"]["method"] == "dpo"
+    assert records[0].key == ds["id"].encode()
