@@ -32,6 +32,7 @@ class ServiceProcess:
 SERVICES = [
     ServiceProcess("feedback", "services.feedback.main", 8001, "RLHF_FEEDBACK_URL"),
     ServiceProcess("curation", "services.curation.main", 8002, "RLHF_CURATION_URL"),
+    ServiceProcess("training", "services.training.main", 8003, "RLHF_TRAINING_URL"),
 ]
 GATEWAY = ServiceProcess("gateway", "services.gateway.main", 8000, None)
 

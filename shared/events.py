@@ -231,6 +231,7 @@ class JobFailed(_JobEvent):
 
     error: str
     failed_at: datetime
+    cancelled: bool = False  # ended by a cancel (a person's or the provider's), not by an error
 
 
 __all__ = [

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from shared.observability import configure_logging, get_logger
 from shared.outbox import OutboxRelay, make_producer
 from shared.settings import Settings, get_settings
 
-ROLES = ("api", "consumer", "relay")
+ROLES = ("api", "consumer", "relay", "background")
 AUTH_MIGRATIONS = Path(auth.__file__).parent / "auth_migrations"
 log = get_logger(__name__)
 
@@ -41,6 +41,8 @@ class ServiceSpec:
     produces: list[str] = field(default_factory=list)
     large_body_paths: dict[str, int] = field(default_factory=dict)
     default_port: int = 8001
+    # Long-running loops of the service's own (e.g. a job monitor), run in the "background" role.
+    background: list[Callable[[Database, Settings], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def topics(self) -> list[str]:
@@ -84,6 +86,7 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
 
     broker = producer = relay = server = None
     tasks: list[asyncio.Task] = []
+    background: list[asyncio.Task] = []
     try:
         if {"consumer", "relay"} & roles:
             await ensure_topics(settings.require_kafka(), spec.topics)
@@ -104,6 +107,8 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
                 retention_hours=settings.rlhf_outbox_retention_hours,
             )
             tasks.append(asyncio.create_task(relay.run()))
+        if "background" in roles:
+            background = [asyncio.create_task(loop_fn(db, settings)) for loop_fn in spec.background]
         if "api" in roles:
             port = settings.rlhf_http_port or spec.default_port
             config = uvicorn.Config(
@@ -114,7 +119,7 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
             tasks.append(asyncio.create_task(server.serve()))
         log.info("service started", roles=sorted(roles))
         done = asyncio.create_task(stop.wait())
-        finished, _ = await asyncio.wait([done, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        finished, _ = await asyncio.wait([done, *tasks, *background], return_when=asyncio.FIRST_COMPLETED)
         for task in finished:
             if task is not done and task.exception():
                 raise task.exception()
@@ -124,7 +129,9 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
             server.should_exit = True
         if relay:
             relay.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*tasks, *background, return_exceptions=True)
         if broker:
             await broker.stop()
         if producer:

@@ -1,0 +1,171 @@
+"""The training service's HTTP routes (/api/fine-tuning). HTTP only: parse, authorize, call a
+handler, shape the answer; domain errors become status codes once, in `install`."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+
+from services.training import domain, handlers, repository
+from services.training.providers.base import ProviderError
+from services.training.schemas import (
+    AuditOut,
+    BudgetOut,
+    BudgetSet,
+    Estimate,
+    JobCreate,
+    JobDetail,
+    JobEventOut,
+    JobOut,
+    JobPage,
+)
+from services.training.settings import TrainingSettings, get_training_settings
+from shared.auth import Principal, Role
+from shared.db import Database
+from shared.http import correlation_id, error, require
+
+router = APIRouter(prefix="/api/fine-tuning", tags=["fine-tuning"])
+
+Viewer = Annotated[Principal, Depends(require(Role.viewer))]
+Curator = Annotated[Principal, Depends(require(Role.curator))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]
+CorrelationId = Annotated[str, Depends(correlation_id)]
+Config = Annotated[TrainingSettings, Depends(get_training_settings)]
+
+
+def db(request: Request) -> Database:
+    return request.app.state.db
+
+
+DB = Annotated[Database, Depends(db)]
+
+
+def launch_request(body: JobCreate) -> handlers.LaunchRequest:
+    return handlers.LaunchRequest(**body.model_dump())
+
+
+@router.post("/estimate", response_model=Estimate)
+async def estimate(body: JobCreate, principal: Viewer, database: DB, settings: Config):
+    """What a launch would cost, checked like a launch, without starting anything."""
+    async with database.unit_of_work() as uow:
+        plan = await handlers.plan_launch(uow, principal.organization, launch_request(body), settings)
+        limit, spent = await handlers.budget_left(uow, principal.organization, lock=False)
+    remaining = None if limit is None else max(0.0, limit - spent)
+    e = plan.estimate
+    return Estimate(
+        examples=e.examples, tokens_per_epoch=e.tokens_per_epoch, epochs=e.epochs, trained_tokens=e.trained_tokens,
+        price_per_million_tokens=e.price_per_million, cost_estimate=e.cost, budget_monthly_limit=limit,
+        budget_spent=spent, budget_remaining=remaining, within_budget=remaining is None or e.cost <= remaining,
+        hyperparameters=plan.hyperparameters,
+    )
+
+
+@router.post("/jobs", status_code=201, response_model=JobOut)
+async def launch(body: JobCreate, principal: Curator, database: DB, settings: Config, cid: CorrelationId):
+    async with database.unit_of_work() as uow:
+        return await handlers.launch_job(
+            uow, principal.organization, launch_request(body), settings, actor=principal.name, correlation_id=cid
+        )
+
+
+@router.get("/jobs", response_model=JobPage)
+async def list_jobs(
+    principal: Viewer,
+    database: DB,
+    status: str | None = Query(default=None, pattern="^(" + "|".join(domain.STATUSES) + ")$"),
+    provider: str | None = Query(default=None, max_length=50),
+    dataset_id: uuid.UUID | None = None,
+    limit: int = Query(default=50, ge=1, le=500),
+):
+    f = repository.JobFilter(status=status, provider=provider, dataset_id=dataset_id)
+    async with database.read() as session:
+        rows = await repository.list_jobs(session, principal.organization, f, limit)
+    return JobPage(items=[JobOut.model_validate(r) for r in rows])
+
+
+@router.get("/jobs/{job_id}", response_model=JobDetail)
+async def get_job(job_id: uuid.UUID, principal: Viewer, database: DB):
+    async with database.read() as session:
+        job = await repository.get_job(session, principal.organization, job_id)
+        if job is None:
+            raise domain.JobNotFound(job_id)
+        points = await repository.metrics(session, job.id)
+    curve = [{"step": p.step, "loss": p.metrics["loss"]} for p in points if "loss" in p.metrics]
+    return JobDetail(**JobOut.model_validate(job).model_dump(), loss_curve=curve,
+                     metrics_history=[{"step": p.step, "epoch": p.epoch, "metrics": p.metrics} for p in points])
+
+
+@router.get("/jobs/{job_id}/events", response_model=list[JobEventOut])
+async def job_events(job_id: uuid.UUID, principal: Viewer, database: DB,
+                     limit: int = Query(default=500, ge=1, le=5000)):
+    async with database.read() as session:
+        if await repository.get_job(session, principal.organization, job_id) is None:
+            raise domain.JobNotFound(job_id)
+        return await repository.events(session, job_id, limit)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+async def cancel(job_id: uuid.UUID, principal: Curator, database: DB, settings: Config, cid: CorrelationId):
+    async with database.unit_of_work() as uow:
+        return await handlers.cancel_job(
+            uow, principal.organization, job_id, settings, actor=principal.name, correlation_id=cid
+        )
+
+
+@router.get("/budget", response_model=BudgetOut)
+async def get_budget(principal: Viewer, database: DB):
+    async with database.unit_of_work() as uow:
+        limit, spent = await handlers.budget_left(uow, principal.organization, lock=False)
+    return BudgetOut(organization=principal.organization, monthly_limit=limit, spent_this_month=spent,
+                     remaining=None if limit is None else max(0.0, limit - spent))
+
+
+@router.put("/budget", response_model=BudgetOut)
+async def put_budget(body: BudgetSet, principal: Admin, database: DB):
+    async with database.unit_of_work() as uow:
+        await handlers.set_budget(uow, principal.organization, body.monthly_limit, actor=principal.name)
+        limit, spent = await handlers.budget_left(uow, principal.organization, lock=False)
+    return BudgetOut(organization=principal.organization, monthly_limit=limit, spent_this_month=spent,
+                     remaining=None if limit is None else max(0.0, limit - spent))
+
+
+@router.get("/audit", response_model=list[AuditOut])
+async def audit(principal: Admin, database: DB, limit: int = Query(default=100, ge=1, le=1000)):
+    async with database.read() as session:
+        return await repository.audit_log(session, principal.organization, limit)
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+
+    @app.exception_handler(domain.JobNotFound)
+    async def job_not_found(request: Request, exc: domain.JobNotFound) -> JSONResponse:
+        return error(404, "not_found", f"fine-tuning job {exc.args[0]} not found")
+
+    @app.exception_handler(domain.DatasetNotFound)
+    async def dataset_not_found(request: Request, exc: domain.DatasetNotFound) -> JSONResponse:
+        dataset_id, version = exc.args
+        which = f"version {version} of dataset {dataset_id}" if version else f"dataset {dataset_id}"
+        message = f"no export of {which} is known here (has it been exported?)"
+        return error(404, "dataset_not_found", message, errors=[{"field": "dataset_id", "message": message}])
+
+    @app.exception_handler(domain.InvalidLaunch)
+    async def invalid(request: Request, exc: domain.InvalidLaunch) -> JSONResponse:
+        return error(422, "validation_error", str(exc), errors=[{"field": exc.field, "message": str(exc)}])
+
+    @app.exception_handler(domain.MissingCredentials)
+    async def unconfigured(request: Request, exc: domain.MissingCredentials) -> JSONResponse:
+        return error(424, "provider_not_configured", str(exc), errors=[{"field": "provider", "message": str(exc)}])
+
+    @app.exception_handler(domain.BudgetExceeded)
+    async def over_budget(request: Request, exc: domain.BudgetExceeded) -> JSONResponse:
+        return error(402, "budget_exceeded", str(exc))
+
+    @app.exception_handler(domain.IllegalTransition)
+    async def conflict(request: Request, exc: domain.IllegalTransition) -> JSONResponse:
+        return error(409, "conflict", str(exc))
+
+    @app.exception_handler(ProviderError)
+    async def provider_unavailable(request: Request, exc: ProviderError) -> JSONResponse:
+        return error(503, "provider_unavailable", f"{exc}; try again", headers={"Retry-After": "10"})

@@ -1,0 +1,185 @@
+"""Pure rules of fine-tuning jobs: the state machine, which export formats each provider takes,
+token and cost estimates, budgets. No I/O."""
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+PENDING, VALIDATING, QUEUED, TRAINING = "pending", "validating", "queued", "training"
+COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
+STATUSES = (PENDING, VALIDATING, QUEUED, TRAINING, COMPLETED, FAILED, CANCELLED)
+ACTIVE = (VALIDATING, QUEUED, TRAINING)  # at the provider, watched by the monitor
+TERMINAL = (COMPLETED, FAILED, CANCELLED)
+
+# The one state machine for every provider. A job may skip forward (a provider can report
+# `running` the first time we look) but never go back, and a terminal state is final.
+_ORDER = {PENDING: 0, VALIDATING: 1, QUEUED: 2, TRAINING: 3}
+
+
+class JobNotFound(Exception):
+    """No such job in the caller's organization."""
+
+
+class DatasetNotFound(Exception):
+    """The organization has no such exported dataset version (DatasetExported not seen)."""
+
+
+class IllegalTransition(Exception):
+    """The job cannot move from its state to the one asked for (409)."""
+
+
+class InvalidLaunch(ValueError):
+    """A launch the provider would refuse: names the field and the reason (422)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+class MissingCredentials(Exception):
+    """The provider is not configured on this deployment (503 would blame us; 424 names the gap)."""
+
+
+class BudgetExceeded(Exception):
+    """The estimate is more than what is left of the organization's monthly budget (402)."""
+
+
+def can_transition(current: str, target: str) -> bool:
+    if current in TERMINAL or current == target:
+        return False
+    if target in TERMINAL:
+        return True
+    return _ORDER[target] > _ORDER[current]
+
+
+def transition(current: str, target: str) -> str:
+    if not can_transition(current, target):
+        raise IllegalTransition(f"a {current} job cannot become {target}")
+    return target
+
+
+# Export format -> the (provider, method) pairs that accept it, per the providers' documents.
+ACCEPTED_FORMATS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("openai", "sft"): ("openai_sft",),
+    ("openai", "dpo"): ("openai_dpo",),
+    ("bedrock", "sft"): ("bedrock_claude",),
+    ("huggingface", "sft"): ("openai_sft",),
+    ("huggingface", "dpo"): ("trl_dpo",),
+}
+
+
+def check_format(provider: str, method: str, export_format: str) -> None:
+    accepted = ACCEPTED_FORMATS.get((provider, method))
+    if not accepted:
+        methods = sorted(m for p, m in ACCEPTED_FORMATS if p == provider)
+        raise InvalidLaunch("method", f"{provider} does not train with {method}; it offers {', '.join(methods)}")
+    if export_format not in accepted:
+        everything = ", ".join(f"{m}: {'/'.join(f)}" for (p, m), f in sorted(ACCEPTED_FORMATS.items()) if p == provider)
+        raise InvalidLaunch(
+            "dataset",
+            f"the dataset version is exported as {export_format!r}; {provider} {method} accepts "
+            f"{' or '.join(accepted)} (all {provider} formats: {everything})",
+        )
+
+
+# Tokens: a conservative estimate without a tokenizer (tiktoken needs data downloaded at run
+# time). English BPE averages ~4 characters per token; counting one per 3 characters, plus the
+# 4-token framing OpenAI's cookbook adds per message and 3 per example, over-estimates on purpose,
+# so a budget check errs on the side of refusing.
+CHARS_PER_TOKEN = 3
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_EXAMPLE = 3
+
+
+def _texts(value) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            if key in ("role", "weight", "name"):
+                continue
+            yield from _texts(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _texts(inner)
+
+
+def _messages(value) -> int:
+    if isinstance(value, dict):
+        return ("content" in value) + sum(_messages(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_messages(v) for v in value)
+    return 0
+
+
+def estimate_example_tokens(example: dict) -> int:
+    chars = sum(len(t) for t in _texts(example))
+    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * _messages(example) + TOKENS_PER_EXAMPLE
+
+
+def estimate_file_tokens(lines: Iterable[str | bytes]) -> tuple[int, int]:
+    """(examples, tokens) of a JSON-lines training file."""
+    examples = tokens = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        examples += 1
+        tokens += estimate_example_tokens(json.loads(line))
+    return examples, tokens
+
+
+def openai_auto_epochs(examples: int) -> int:
+    """What OpenAI picks for n_epochs="auto" (its cookbook's rule): 3, raised for tiny sets and
+    lowered for big ones so a run sees between 100 and 25,000 examples."""
+    target, low, high, max_epochs = 3, 100, 25_000, 25
+    if examples and examples * target < low:
+        return min(max_epochs, math.ceil(low / examples))
+    if examples * target > high:
+        return max(1, high // examples)
+    return target
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    examples: int
+    tokens_per_epoch: int
+    epochs: int
+    price_per_million: float
+    cost: float
+
+    @property
+    def trained_tokens(self) -> int:
+        return self.tokens_per_epoch * self.epochs
+
+
+def estimate_cost(examples: int, tokens_per_epoch: int, epochs: int, price_per_million: float) -> CostEstimate:
+    cost = round(tokens_per_epoch * epochs * price_per_million / 1_000_000, 4)
+    return CostEstimate(examples, tokens_per_epoch, epochs, price_per_million, cost)
+
+
+def cost_of_tokens(trained_tokens: int, price_per_million: float) -> float:
+    return round(trained_tokens * price_per_million / 1_000_000, 4)
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    now = now or datetime.now(UTC)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def check_budget(estimate: float, limit: float | None, spent: float) -> None:
+    if limit is None:
+        return
+    left = max(0.0, limit - spent)
+    if estimate > left:
+        raise BudgetExceeded(
+            f"estimated cost ${estimate:.2f} exceeds the ${left:.2f} left of this month's "
+            f"${limit:.2f} fine-tuning budget (${spent:.2f} spent or committed)"
+        )
+
+
+def progress_percent(step: int | None, total: int | None) -> float | None:
+    if not step or not total:
+        return None
+    return round(min(100.0, 100.0 * step / total), 1)

@@ -1,0 +1,4 @@
+from services.training.models import Base
+from shared.migrations import run_env
+
+run_env(Base.metadata)

@@ -1,0 +1,119 @@
+"""HTTP shapes of the training service. Requests forbid unknown fields: no mass assignment."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Method = Literal["sft", "dpo"]
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: uuid.UUID
+    export_version: int | None = Field(default=None, ge=1, description="default: the latest export")
+    provider: str = Field(min_length=1, max_length=50)
+    base_model: str = Field(min_length=1, max_length=500)
+    method: Method = "sft"
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    suffix: str | None = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class Estimate(BaseModel):
+    examples: int
+    tokens_per_epoch: int
+    epochs: int
+    trained_tokens: int
+    price_per_million_tokens: float
+    cost_estimate: float
+    budget_monthly_limit: float | None
+    budget_spent: float
+    budget_remaining: float | None
+    within_budget: bool
+    hyperparameters: dict[str, Any]
+
+
+class MetricPointOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    step: int
+    epoch: float | None
+    metrics: dict[str, float]
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    organization: str
+    dataset_id: uuid.UUID
+    export_version: int
+    dataset_format: str
+    provider: str
+    base_model: str
+    method: str
+    hyperparameters: dict[str, Any]
+    suffix: str | None
+    status: str
+    job_id: str | None = Field(description="the provider's id for the job")
+    provider_status: str | None
+    training_metrics: dict[str, Any]
+    resulting_model_id: str | None
+    estimated_tokens: int
+    epochs: int
+    trained_tokens: int | None
+    cost_estimate: float
+    actual_cost: float | None
+    error_message: str | None
+    auto_launched: bool
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class JobDetail(JobOut):
+    loss_curve: list[dict[str, float]] = Field(description="[{step, loss}] in step order")
+    metrics_history: list[MetricPointOut]
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+
+
+class JobEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    message: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class BudgetSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    monthly_limit: Decimal = Field(ge=0, le=10_000_000, decimal_places=2, description="US dollars per month")
+
+
+class BudgetOut(BaseModel):
+    organization: str
+    monthly_limit: float | None
+    spent_this_month: float
+    remaining: float | None
+
+
+class AuditOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    actor: str
+    action: str
+    job_id: uuid.UUID | None
+    details: dict[str, Any]
+    at: datetime

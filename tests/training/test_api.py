@@ -1,0 +1,158 @@
+"""The fine-tuning API in-process on the real database: launches checked before anything is
+sent (4xx naming the problem), estimates, budgets, scoping to the caller's organization."""
+
+import uuid
+
+import pytest
+
+from services.training.settings import TrainingSettings, get_training_settings
+from tests.training.conftest import export_dataset, record_export, sft_rows
+
+pytestmark = pytest.mark.asyncio
+
+
+async def known_dataset(training_db, org, export_format, rows=None):
+    event = export_dataset(org, export_format, rows=rows)
+    await record_export(training_db, org, event)
+    return event
+
+
+def launch(event, **overrides):
+    body = {"dataset_id": str(event.dataset_id), "provider": "openai", "base_model": "gpt-4o-mini-2024-07-18",
+            "method": "sft", "hyperparameters": {"n_epochs": 2}}
+    body.update(overrides)
+    return body
+
+
+async def test_launch_stores_a_pending_job_with_its_estimate_and_audit(api, training_db, make_key, org):
+    event = await known_dataset(training_db, org, "openai_sft")
+    curator, admin = await make_key(org, "curator"), await make_key(org, "admin")
+    response = await api.post("/api/fine-tuning/jobs", json=launch(event), headers=curator)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["status"] == "pending" and job["epochs"] == 2 and job["cost_estimate"] > 0
+    assert job["estimated_tokens"] > 12 * 20  # 12 examples of a few dozen characters each
+    audit = (await api.get("/api/fine-tuning/audit", headers=admin)).json()
+    assert audit[0]["action"] == "launch" and audit[0]["job_id"] == job["id"] and audit[0]["actor"].startswith("key:")
+    events = (await api.get(f"/api/fine-tuning/jobs/{job['id']}/events", headers=curator)).json()
+    assert events[0]["data"]["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    "overrides, field, words",
+    [
+        ({"provider": "vertex"}, "provider", "unknown provider 'vertex'"),
+        ({"base_model": "gpt-5-ultra"}, "base_model", "cannot fine-tune 'gpt-5-ultra'"),
+        ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs", "n_epochs must be in [1, 50]"),
+        ({"hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs", "got 51"),
+        ({"hyperparameters": {"batch_size": 257}}, "hyperparameters.batch_size", "batch_size must be in [1, 256]"),
+        ({"hyperparameters": {"learning_rate_multiplier": 0}}, "hyperparameters.learning_rate_multiplier", "(0"),
+        ({"hyperparameters": {"beta": 0.5}}, "hyperparameters.beta", "does not take beta"),
+        ({"method": "dpo"}, "dataset", "exported as 'openai_sft'; openai dpo accepts openai_dpo"),
+        ({"provider": "bedrock", "base_model": "anthropic.claude-3-haiku-20240307-v1:0:200k", "hyperparameters": {}},
+         "dataset", "bedrock sft accepts bedrock_claude"),
+    ],
+)
+async def test_bad_launches_are_refused_naming_the_problem(api, training_db, make_key, org, overrides, field, words):
+    event = await known_dataset(training_db, org, "openai_sft")
+    key = await make_key(org, "curator")
+    response = await api.post("/api/fine-tuning/jobs", json=launch(event, **overrides), headers=key)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["errors"][0]["field"] == field and words in body["message"]
+    assert (await api.get("/api/fine-tuning/jobs", headers=key)).json()["items"] == []  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "hyperparameters, words",
+    [({"beta": 0}, "beta must be in (0, 2]"), ({"beta": 2.5}, "got 2.5"), ({"n_epochs": "three"}, "integer")],
+)
+async def test_dpo_ranges(api, training_db, make_key, org, hyperparameters, words):
+    event = await known_dataset(training_db, org, "openai_dpo")
+    response = await api.post("/api/fine-tuning/jobs", headers=await make_key(org),
+                              json=launch(event, method="dpo", hyperparameters=hyperparameters))
+    assert response.status_code == 422 and words in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "hyperparameters, words",
+    [({"epochCount": 11}, "epochCount must be in [1, 10]"), ({"batchSize": 2}, "batchSize must be in [4, 256]"),
+     ({"learningRateMultiplier": 3}, "learningRateMultiplier must be in [0.1, 2]"),
+     ({"earlyStoppingThreshold": 0.5}, "earlyStoppingThreshold"), ({"n_epochs": 2}, "does not take n_epochs")],
+)
+async def test_bedrock_ranges(api, training_db, make_key, org, hyperparameters, words):
+    event = await known_dataset(training_db, org, "bedrock_claude")
+    response = await api.post("/api/fine-tuning/jobs", headers=await make_key(org), json=launch(
+        event, provider="bedrock", base_model="anthropic.claude-3-haiku-20240307-v1:0:200k",
+        hyperparameters=hyperparameters))
+    assert response.status_code == 422 and words in response.json()["message"]
+
+
+@pytest.mark.parametrize("export_format", ["anthropic", "jsonl", "parquet"])
+async def test_formats_no_provider_takes_are_refused(api, training_db, make_key, org, export_format):
+    event = await known_dataset(training_db, org, export_format)
+    response = await api.post("/api/fine-tuning/jobs", json=launch(event), headers=await make_key(org))
+    assert response.status_code == 422
+    assert f"exported as '{export_format}'" in response.json()["message"]
+
+
+async def test_local_model_must_be_a_local_directory(api, training_db, make_key, org):
+    event = await known_dataset(training_db, org, "trl_dpo")
+    response = await api.post("/api/fine-tuning/jobs", headers=await make_key(org), json=launch(
+        event, provider="huggingface", base_model="meta-llama/Llama-3-8B", method="dpo", hyperparameters={}))
+    assert response.status_code == 422 and "local model directory" in response.json()["message"]
+
+
+async def test_missing_credentials_are_a_4xx_before_anything_is_sent(api, training_db, make_key, org):
+    event = await known_dataset(training_db, org, "openai_sft")
+    api._transport.app.dependency_overrides[get_training_settings] = lambda: TrainingSettings(openai_api_key=None)
+    try:
+        response = await api.post("/api/fine-tuning/jobs", json=launch(event), headers=await make_key(org))
+    finally:
+        api._transport.app.dependency_overrides.clear()
+    assert response.status_code == 424 and "OPENAI_API_KEY" in response.json()["message"]
+
+
+async def test_unknown_dataset_is_404(api, make_key, org):
+    response = await api.post("/api/fine-tuning/jobs", headers=await make_key(org),
+                              json={"dataset_id": str(uuid.uuid4()), "provider": "openai",
+                                    "base_model": "gpt-4o-mini-2024-07-18"})
+    assert response.status_code == 404 and response.json()["error"] == "dataset_not_found"
+
+
+async def test_estimate_then_budget_refuses_a_launch_that_would_exceed_it(api, training_db, make_key, org):
+    event = await known_dataset(training_db, org, "openai_sft", rows=sft_rows(2000))  # about $0.50 a run
+    curator, admin = await make_key(org, "curator"), await make_key(org, "admin")
+    estimate = (await api.post("/api/fine-tuning/estimate", json=launch(event), headers=curator)).json()
+    assert estimate["epochs"] == 2 and estimate["price_per_million_tokens"] == 3.0
+    assert estimate["cost_estimate"] == pytest.approx(estimate["trained_tokens"] * 3.0 / 1e6, abs=1e-4)
+    assert (await api.put("/api/fine-tuning/budget", json={"monthly_limit": "1"}, headers=curator)).status_code == 403
+    budget = estimate["cost_estimate"] * 1.5
+    put = await api.put("/api/fine-tuning/budget", json={"monthly_limit": f"{budget:.2f}"}, headers=admin)
+    assert put.status_code == 200, put.text
+    assert (await api.post("/api/fine-tuning/jobs", json=launch(event), headers=curator)).status_code == 201
+    refused = await api.post("/api/fine-tuning/jobs", json=launch(event), headers=curator)
+    assert refused.status_code == 402
+    assert "exceeds" in refused.json()["message"] and "left of this month's" in refused.json()["message"]
+    assert len((await api.get("/api/fine-tuning/jobs", headers=curator)).json()["items"]) == 1
+
+
+async def test_other_organizations_jobs_are_404_and_viewers_cannot_launch(api, training_db, make_key, org):
+    event = await known_dataset(training_db, org, "openai_sft")
+    job = (await api.post("/api/fine-tuning/jobs", json=launch(event), headers=await make_key(org))).json()
+    other = await make_key(f"other-{uuid.uuid4().hex[:6]}", "admin")
+    assert (await api.get(f"/api/fine-tuning/jobs/{job['id']}", headers=other)).status_code == 404
+    assert (await api.post(f"/api/fine-tuning/jobs/{job['id']}/cancel", headers=other)).status_code == 404
+    viewer = await make_key(org, "viewer")
+    assert (await api.post("/api/fine-tuning/jobs", json=launch(event), headers=viewer)).status_code == 403
+    assert (await api.get(f"/api/fine-tuning/jobs/{job['id']}", headers=viewer)).status_code == 200
+
+
+async def test_a_cancelled_job_cannot_be_cancelled_again(api, training_db, make_key, org):
+    event = await known_dataset(training_db, org, "openai_sft")
+    key = await make_key(org)
+    job = (await api.post("/api/fine-tuning/jobs", json=launch(event), headers=key)).json()
+    first = await api.post(f"/api/fine-tuning/jobs/{job['id']}/cancel", headers=key)
+    assert first.status_code == 200 and first.json()["status"] == "cancelled"
+    again = await api.post(f"/api/fine-tuning/jobs/{job['id']}/cancel", headers=key)
+    assert again.status_code == 409 and "cancelled job cannot become cancelled" in again.json()["message"]

@@ -1,0 +1,48 @@
+"""The job state machine, provider status mapping and cost rules, without I/O."""
+
+import pytest
+
+from services.training import domain
+from services.training.providers import bedrock, openai
+
+
+@pytest.mark.parametrize(
+    "current, target, allowed",
+    [
+        ("pending", "validating", True), ("validating", "training", True), ("queued", "completed", True),
+        ("training", "queued", False), ("completed", "failed", False), ("cancelled", "training", False),
+        ("failed", "cancelled", False), ("pending", "cancelled", True), ("training", "training", False),
+    ],
+)
+def test_transitions(current, target, allowed):
+    assert domain.can_transition(current, target) is allowed
+    if not allowed:
+        with pytest.raises(domain.IllegalTransition):
+            domain.transition(current, target)
+
+
+def test_provider_statuses_map_onto_one_state_machine():
+    assert [openai.map_status(s) for s in ("validating_files", "queued", "running", "succeeded", "failed",
+                                           "cancelled")] == ["validating", "queued", "training", "completed",
+                                                             "failed", "cancelled"]
+    assert [bedrock.map_status(s) for s in ("InProgress", "Completed", "Failed", "Stopping", "Stopped")] == [
+        "training", "completed", "failed", "cancelled", "cancelled"]
+
+
+def test_token_estimate_is_conservative_and_cost_scales_with_epochs():
+    line = '{"messages": [{"role": "user", "content": "abcdef"}, {"role": "assistant", "content": "ghi"}]}'
+    examples, tokens = domain.estimate_file_tokens([line, ""])
+    assert examples == 1 and tokens == 3 + 2 * 4 + 3  # 9 chars / 3, two messages, one example
+    one, three = domain.estimate_cost(1, 1_000_000, 1, 3.0), domain.estimate_cost(1, 1_000_000, 3, 3.0)
+    assert (one.cost, three.cost) == (3.0, 9.0)
+
+
+def test_openai_auto_epochs_follow_its_rule():
+    assert [domain.openai_auto_epochs(n) for n in (10, 100, 20_000)] == [10, 3, 1]
+
+
+def test_budget():
+    domain.check_budget(5.0, None, 1000.0)
+    domain.check_budget(5.0, 10.0, 5.0)
+    with pytest.raises(domain.BudgetExceeded, match=r"\$5.01 exceeds the \$5.00 left"):
+        domain.check_budget(5.01, 10.0, 5.0)
