@@ -8,7 +8,9 @@ import pytest
 from services.training.settings import TrainingSettings, get_training_settings
 from tests.training.conftest import export_dataset, record_export, sft_rows
 
-pytestmark = pytest.mark.asyncio
+# Most launches here name OpenAI, whose settings point at the contract-checked fake: without the
+# contract, the module skips (saying why) rather than fail on a missing OPENAI_API_KEY.
+pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("openai_fake")]
 
 
 async def known_dataset(training_db, org, export_format, rows=None):
