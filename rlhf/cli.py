@@ -23,6 +23,8 @@ keys = typer.Typer(help="API keys (each carries an organization and a role).", n
 bench = typer.Typer(help="Benchmarks, each printed next to raw baselines from the same run.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 app.add_typer(bench, name="bench")
+datasets = typer.Typer(help="Training datasets (the curation service, through the gateway).", no_args_is_help=True)
+app.add_typer(datasets, name="datasets")
 
 
 def _data_dir() -> Path:
@@ -93,5 +95,23 @@ def bench_ingest(
     run_bench(batches=batches, singles=singles)
 
 
+@datasets.command("export")
+def export_dataset(
+    dataset_id: str = typer.Argument(..., help="the dataset's id"),
+    fmt: str = typer.Option(..., "--format", help="openai_sft, openai_dpo, anthropic, bedrock_claude, trl_dpo, "
+                                                 "parquet or jsonl"),
+    out: Path = typer.Option(..., "--out", help="where to write the training file"),
+    url: str = typer.Option("http://127.0.0.1:8000", "--url", help="the gateway's base URL"),
+    key: str | None = typer.Option(None, "--key", envvar="RLHF_API_KEY", help="API key (or RLHF_API_KEY)"),
+) -> None:
+    """Export a dataset (a new immutable version) and download its training file."""
+    from rlhf.datasets_cli import export_and_download
+
+    if not key:
+        raise typer.BadParameter("an API key is needed: --key or RLHF_API_KEY", param_hint="--key")
+    export_and_download(url, key, dataset_id, fmt, out)
+
+
 if __name__ == "__main__":
     app()
+

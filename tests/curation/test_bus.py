@@ -2,6 +2,10 @@
 FeedbackReviewed from the real feedback service reach the projection, once; an export through the
 gateway goes out as DatasetExported on rlhf.dataset.exported.v1."""
 
+import asyncio
+import json
+import os
+import sys
 import uuid
 from datetime import UTC, datetime
 
@@ -56,7 +60,9 @@ async def test_feedback_events_reach_the_projection_once(stack, gateway, make_ke
     assert (await view(curation_db, org, fid)).status == "approved"
 
 
-async def test_through_the_gateway_feedback_to_exported_event(stack, gateway, make_key, kafka, curation_db, org):
+async def test_through_the_gateway_feedback_to_exported_event(
+    stack, gateway, make_key, kafka, curation_db, org, tmp_path
+):
     h = await make_key(org)
     items = []
     for i in range(12):
@@ -98,3 +104,19 @@ async def test_through_the_gateway_feedback_to_exported_event(stack, gateway, ma
         ds["id"], 7, exports[-1]["sha256"], exports[-1]["url"])
     assert last["counts"]["total"] == 36 and last["auto_train"]["method"] == "dpo"
     assert records[0].key == ds["id"].encode()
+
+    # The CLI: a new version exported and downloaded through the gateway.
+    out = tmp_path / "train.jsonl"
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rlhf.cli", "datasets", "export", ds["id"], "--format", "trl_dpo", "--out", str(out),
+        "--url", stack.gateway_url, env=dict(os.environ, RLHF_API_KEY=h["Authorization"].split()[1]),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output = (await cli.communicate())[0].decode()
+    assert cli.returncode == 0, output
+    assert "export v8 (trl_dpo)" in output
+    lines = out.read_text().splitlines()
+    latest = (await gateway.get(f"/api/training-datasets/{ds['id']}/exports", headers=h)).json()[0]
+    assert (latest["version"], latest["format"]) == (8, "trl_dpo")
+    assert len(lines) == latest["counts"]["train"]
+    assert set(json.loads(lines[0])) == {"prompt", "chosen", "rejected"}
