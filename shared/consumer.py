@@ -19,8 +19,8 @@ from asyncpg.exceptions import DeadlockDetectedError, SerializationError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from pydantic import ValidationError
-from sqlalchemy import Column, DateTime, MetaData, Table, Text, func
-from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy import Column, DateTime, MetaData, Table, Text, bindparam, func, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shared.db import Database, UnitOfWork
@@ -104,6 +104,11 @@ class IdempotentConsumer:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.group_id = f"rlhf.{service}"
+        # One array parameter instead of a VALUES row per event: a batch costs one small statement.
+        self._claim_sql = text(
+            f'INSERT INTO "{processed.schema}".{processed.name} (event_id, topic) '
+            "SELECT unnest(:ids), :topic ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        ).bindparams(bindparam("ids", type_=ARRAY(UUID(as_uuid=True))))
         broker.subscriber(
             topic,
             group_id=self.group_id,
@@ -175,13 +180,8 @@ class IdempotentConsumer:
 
     async def _claim(self, uow: UnitOfWork, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         """Record the event ids in this transaction; returns the ones not processed before."""
-        stmt = (
-            insert(self.processed)
-            .values([{"event_id": eid, "topic": self.topic} for eid in dict.fromkeys(event_ids)])
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(self.processed.c.event_id)
-        )
-        return set((await uow.session.execute(stmt)).scalars())
+        rows = await uow.session.execute(self._claim_sql, {"ids": list(dict.fromkeys(event_ids)), "topic": self.topic})
+        return set(rows.scalars())
 
     async def dead_letter(self, record: ConsumerRecord, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {exc}"[:2000]

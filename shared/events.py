@@ -63,7 +63,8 @@ class Event(BaseModel):
         event_id: uuid.UUID | None = None,
     ) -> Envelope:
         event_id = event_id or uuid.uuid4()
-        return Envelope(
+        # The event was validated when it was made; building the envelope need not validate again.
+        return Envelope.model_construct(
             event_id=event_id,
             type=self.type_name,
             version=self.version,
@@ -71,7 +72,7 @@ class Event(BaseModel):
             organization=organization,
             correlation_id=correlation_id or str(event_id),
             producer=producer,
-            payload=self.model_dump(mode="json"),
+            payload=self.model_dump(),  # JSON-encoded by the outbox (orjson) or model_dump(mode="json")
         )
 
 

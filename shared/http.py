@@ -32,6 +32,45 @@ def field_errors(errors) -> list[dict]:
     return out
 
 
+class ObserveMiddleware:
+    """Correlation id (from X-Correlation-ID or new) in logs, request state and the response, and
+    the latency histogram by route. Plain ASGI: BaseHTTPMiddleware costs a task and a stream per call."""
+
+    def __init__(self, app: ASGIApp, service: str):
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        correlation_id = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-correlation-id":
+                correlation_id = value.decode("latin-1")
+        if not correlation_id or len(correlation_id) > MAX_CORRELATION_ID:
+            correlation_id = str(uuid.uuid4())
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-correlation-id"]
+                message["headers"] = [*headers, (b"x-correlation-id", correlation_id.encode())]
+            await send(message)
+
+        try:
+            with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
+                await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            HTTP_LATENCY.labels(
+                self.service, scope["method"], getattr(route, "path", "unmatched"), str(status)
+            ).observe(time.perf_counter() - start)
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -83,22 +122,7 @@ def create_app(
     app = FastAPI(title=f"Betabase RLHF — {service}", lifespan=lifespan)
     large = large_body_paths or {}
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        correlation_id = request.headers.get(CORRELATION_HEADER, "")
-        if not correlation_id or len(correlation_id) > MAX_CORRELATION_ID:
-            correlation_id = str(uuid.uuid4())
-        request.state.correlation_id = correlation_id
-        start = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
-            response = await call_next(request)
-        route = request.scope.get("route")
-        HTTP_LATENCY.labels(
-            service, request.method, getattr(route, "path", "unmatched"), str(response.status_code)
-        ).observe(time.perf_counter() - start)
-        response.headers[CORRELATION_HEADER] = correlation_id
-        return response
-
+    app.add_middleware(ObserveMiddleware, service=service)
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: large.get(path, max_body_bytes))
 
     @app.exception_handler(RequestValidationError)

@@ -6,11 +6,13 @@ delivery is at least once, and consumers dedupe by event_id (see shared/consumer
 """
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel
 from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -38,7 +40,29 @@ def outbox_table(metadata: MetaData) -> Table:
 
 
 def envelope_bytes(envelope: Envelope) -> bytes:
-    return orjson.dumps(envelope.model_dump(mode="json"))
+    # orjson writes UUIDs and datetimes itself, several times faster than model_dump(mode="json").
+    return orjson.dumps(
+        {
+            "event_id": envelope.event_id,
+            "type": envelope.type,
+            "version": envelope.version,
+            "occurred_at": envelope.occurred_at,
+            "organization": envelope.organization,
+            "correlation_id": envelope.correlation_id,
+            "producer": envelope.producer,
+            "payload": envelope.payload,
+        },
+        default=_json_default,
+    )
+
+
+def _json_default(value: Any) -> Any:
+    # asyncpg returns its own UUID class, which orjson does not take as a uuid.UUID.
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def envelope_headers(envelope: dict[str, Any]) -> list[tuple[str, bytes]]:
