@@ -1,6 +1,5 @@
 """PostgreSQL access: one async engine per process, one schema per service, one unit of work per effect."""
 
-from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -13,8 +12,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from shared.events import Envelope, Event
-from shared.outbox import OutboxWriter
+from shared.events import Event
+from shared.outbox import OutboxMessage, OutboxWriter, encode
 
 
 def async_url(url: str) -> str:
@@ -25,8 +24,10 @@ def async_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path or "/postgres", urlencode(query), parts.fragment))
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
+    # No pre-ping: it costs a round trip on every checkout; a connection found dead is discarded by
+    # the pool and the request retried by its caller (consumers) or answered 5xx once (HTTP).
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size // 2, pool_recycle=1800)
 
 
 def naming_metadata(schema: str) -> MetaData:
@@ -50,7 +51,7 @@ class UnitOfWork:
         self._sessions = sessions
         self._outbox = outbox
         self.session: AsyncSession
-        self._pending: list[Envelope] = []
+        self._pending: list[OutboxMessage] = []
 
     async def __aenter__(self) -> "UnitOfWork":
         self.session = self._sessions()
@@ -75,15 +76,11 @@ class UnitOfWork:
         *,
         organization: str,
         correlation_id: str | None = None,
-    ) -> Envelope:
-        envelope = event.envelope(
-            organization=organization, producer=self._outbox.producer, correlation_id=correlation_id
+    ) -> None:
+        """The event goes out when (and only if) this unit of work commits."""
+        self._pending.append(
+            encode(event, organization=organization, producer=self._outbox.producer, correlation_id=correlation_id)
         )
-        self._pending.append(envelope)
-        return envelope
-
-    def emit_many(self, envelopes: Sequence[Envelope]) -> None:
-        self._pending.extend(envelopes)
 
     async def connection(self) -> AsyncConnection:
         return await self.session.connection()
@@ -92,7 +89,7 @@ class UnitOfWork:
 class Database:
     """What a service process holds: its engine, session factory and outbox writer."""
 
-    def __init__(self, url: str, *, schema: str, producer: str, pool_size: int = 10):
+    def __init__(self, url: str, *, schema: str, producer: str, pool_size: int = 20):
         self.engine = make_engine(url, pool_size=pool_size)
         self.schema = schema
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autobegin=False)

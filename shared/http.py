@@ -4,6 +4,7 @@ correlation ids. A service's api.py only declares its routes and maps its domain
 import time
 import uuid
 from collections.abc import Callable
+from typing import Annotated
 
 import structlog
 from fastapi import Depends, FastAPI, Request
@@ -13,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role
+from shared.db import Database
 from shared.observability import HTTP_LATENCY
 
 CORRELATION_HEADER = "x-correlation-id"
@@ -170,5 +172,17 @@ def require(role: Role):
     return dependency
 
 
-def correlation_id(request: Request) -> str:
+async def correlation_id(request: Request) -> str:
     return request.state.correlation_id
+
+
+async def database(request: Request) -> Database:
+    return request.app.state.db
+
+
+# What route signatures ask for, the same in every service.
+Viewer = Annotated[Principal, Depends(require(Role.viewer))]
+Curator = Annotated[Principal, Depends(require(Role.curator))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]
+CorrelationId = Annotated[str, Depends(correlation_id)]
+DB = Annotated[Database, Depends(database)]

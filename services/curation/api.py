@@ -26,24 +26,16 @@ from services.curation.schemas import (
     Strategy,
     ValidateRequest,
 )
-from shared.auth import Principal, Role
-from shared.db import Database
-from shared.http import correlation_id, error, require
+from shared.http import DB, CorrelationId, Curator, Viewer, error
 from shared.objectstore import ObjectNotFound, object_store_from_url
 from shared.settings import get_settings
 
 datasets = APIRouter(prefix="/api/training-datasets", tags=["training datasets"])
 pairs = APIRouter(prefix="/api/preference-pairs", tags=["preference pairs"])
 
-Viewer = Annotated[Principal, Depends(require(Role.viewer))]
-Curator = Annotated[Principal, Depends(require(Role.curator))]
-CorrelationId = Annotated[str, Depends(correlation_id)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
-
-def db(request: Request) -> Database:
-    return request.app.state.db
 
 
 def object_store(request: Request):
@@ -53,7 +45,6 @@ def object_store(request: Request):
     return request.app.state.object_store
 
 
-DB = Annotated[Database, Depends(db)]
 Store = Annotated[object, Depends(object_store)]
 
 

@@ -19,23 +19,13 @@ from services.feedback.schemas import (
     FeedbackPatch,
     FeedbackStats,
 )
-from shared.auth import Principal, Role
-from shared.db import Database
 from shared.events import FeedbackType, ReviewStatus
-from shared.http import correlation_id, error, require
+from shared.http import DB, CorrelationId, Curator, Viewer, error
 
 router = APIRouter(prefix="/api/feedback", tags=["feedback"])
 
-Viewer = Annotated[Principal, Depends(require(Role.viewer))]
-Curator = Annotated[Principal, Depends(require(Role.curator))]
-CorrelationId = Annotated[str, Depends(correlation_id)]
 
 
-def db(request: Request) -> Database:
-    return request.app.state.db
-
-
-DB = Annotated[Database, Depends(db)]
 
 
 def filters(
@@ -63,7 +53,9 @@ Filters = Annotated[repository.FeedbackFilter, Depends(filters)]
 @router.post("", status_code=201, response_model=FeedbackCreated)
 async def create_feedback(item: FeedbackCreate, principal: Viewer, database: DB, cid: CorrelationId):
     async with database.unit_of_work() as uow:
-        ids = await handlers.store_feedback(uow, principal.organization, [item], source="http", correlation_id=cid)
+        ids = await handlers.store_feedback(
+            uow, principal.organization, [item], source="http", correlation_ids=[cid]
+        )
     return FeedbackCreated(ids=ids, count=1)
 
 
@@ -72,7 +64,7 @@ async def create_feedback_batch(batch: FeedbackBatch, principal: Viewer, databas
     """All or nothing: one invalid item fails the whole batch (422 lists each item's errors)."""
     async with database.unit_of_work() as uow:
         ids = await handlers.store_feedback(
-            uow, principal.organization, batch.items, source="http", correlation_id=cid
+            uow, principal.organization, batch.items, source="http", correlation_ids=[cid] * len(batch.items)
         )
     return FeedbackCreated(ids=ids, count=len(ids))
 

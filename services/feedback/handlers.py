@@ -22,12 +22,14 @@ async def store_feedback(
     items: Sequence[FeedbackFields],
     *,
     source: str,
-    correlation_id: str | None = None,
+    correlation_ids: Sequence[str | None] | None = None,
 ) -> list[uuid.UUID]:
-    """Store feedback items and announce each one as FeedbackReceived."""
+    """Store feedback items and announce each one as FeedbackReceived (carrying the correlation id
+    of the request or event that brought it)."""
+    correlation_ids = correlation_ids or [None] * len(items)
     now = datetime.now(UTC)
     rows, ids = [], []
-    for item in items:
+    for item, correlation_id in zip(items, correlation_ids, strict=True):
         feedback_id = uuid.uuid4()
         ids.append(feedback_id)
         fields = item.model_dump(include=set(FeedbackFields.model_fields))
@@ -37,8 +39,7 @@ async def store_feedback(
                  status="pending", source=source)
         )
         uow.emit(
-            # `item` was validated on the way in; constructing without validating again halves the cost.
-            FeedbackReceived.model_construct(**fields, feedback_id=feedback_id, created_at=now, source=source),
+            FeedbackReceived(**fields, feedback_id=feedback_id, created_at=now, source=source),
             organization=organization,
             correlation_id=correlation_id,
         )
@@ -49,12 +50,15 @@ async def store_feedback(
 
 async def store_submitted_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
     """Feedback other platform services published on rlhf.feedback.submitted.v1."""
-    by_org: dict[tuple[str, str], list[FeedbackSubmitted]] = defaultdict(list)
+    by_org: dict[str, list[Delivery]] = defaultdict(list)
     for d in deliveries:
         assert isinstance(d.event, FeedbackSubmitted)
-        by_org[(d.envelope.organization, d.envelope.correlation_id)].append(d.event)
-    for (organization, correlation_id), items in by_org.items():
-        await store_feedback(uow, organization, items, source="bus", correlation_id=correlation_id)
+        by_org[d.envelope.organization].append(d)
+    for organization, batch in by_org.items():
+        await store_feedback(
+            uow, organization, [d.event for d in batch], source="bus",
+            correlation_ids=[d.envelope.correlation_id for d in batch],
+        )
 
 
 def _review_state(row: Feedback) -> domain.ReviewState:

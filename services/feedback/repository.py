@@ -10,6 +10,7 @@ from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.feedback.models import FEEDBACK_COPY_COLUMNS, SCHEMA, Feedback
+from shared.bulk import copy_or_insert
 
 
 @dataclass(frozen=True)
@@ -23,16 +24,12 @@ class FeedbackFilter:
 
 
 async def add_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """COPY into rlhf_feedback inside the session's transaction (bulk ingest is COPY-bound)."""
-    conn = await session.connection()
-    raw = await conn.get_raw_connection()
+    """Bulk insert into rlhf_feedback inside the session's transaction (bulk ingest is COPY-bound)."""
     records = []
     for row in rows:
         record = dict(row, feedback_value=orjson.dumps(row["feedback_value"]).decode())
         records.append(tuple(record[c] for c in FEEDBACK_COPY_COLUMNS))
-    await raw.driver_connection.copy_records_to_table(
-        "rlhf_feedback", schema_name=SCHEMA, columns=FEEDBACK_COPY_COLUMNS, records=records
-    )
+    await copy_or_insert(session, SCHEMA, "rlhf_feedback", FEEDBACK_COPY_COLUMNS, records)
 
 
 async def get(session: AsyncSession, organization: str, feedback_id: uuid.UUID, *, for_update: bool = False):

@@ -14,7 +14,6 @@ from shared.http import create_app
 from shared.observability import configure_logging
 from shared.settings import Settings, get_settings
 
-
 DEFAULT_PORT = 8000
 
 

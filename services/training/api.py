@@ -21,24 +21,14 @@ from services.training.schemas import (
     JobPage,
 )
 from services.training.settings import TrainingSettings, get_training_settings
-from shared.auth import Principal, Role
-from shared.db import Database
-from shared.http import correlation_id, error, require
+from shared.http import DB, Admin, CorrelationId, Curator, Viewer, error
 
 router = APIRouter(prefix="/api/fine-tuning", tags=["fine-tuning"])
 
-Viewer = Annotated[Principal, Depends(require(Role.viewer))]
-Curator = Annotated[Principal, Depends(require(Role.curator))]
-Admin = Annotated[Principal, Depends(require(Role.admin))]
-CorrelationId = Annotated[str, Depends(correlation_id)]
 Config = Annotated[TrainingSettings, Depends(get_training_settings)]
 
 
-def db(request: Request) -> Database:
-    return request.app.state.db
 
-
-DB = Annotated[Database, Depends(db)]
 
 
 def launch_request(body: JobCreate) -> handlers.LaunchRequest:
