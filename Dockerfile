@@ -14,8 +14,10 @@ RUN groupadd --system --gid 10001 rlhf \
 WORKDIR /app
 
 # Copy the repository and install the project (and its `rlhf` console script).
+# EXTRAS="[train]" builds the training image with torch, transformers, trl and peft for local LoRA runs.
+ARG EXTRAS=""
 COPY --chown=rlhf:rlhf . /app
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".${EXTRAS}" \
     && rm -rf /app/build /app/*.egg-info
 
 USER rlhf
