@@ -11,6 +11,9 @@ Product figures (the feedback service as real processes, `python -m services.fee
   * single POST throughput and latency;
   * outbox relay events/s (relay started on a full outbox);
   * consumer events/s (consumer started on a full topic).
+Beside them: the bare endpoint and single POST again under a minimal raw-socket client (httpx is
+itself the limit of the bare figure on 2 cores), and, per phase, the CPU used by the client, the
+service, PostgreSQL, Tansu and everything else on the machine (docs/benchmarks.md explains each).
 
 With no DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS the embedded PostgreSQL and Tansu broker are started
 in a temporary directory and removed at the end. The table goes to stdout; progress to stderr; the
@@ -94,7 +97,7 @@ def echo_app():
 
 
 def feedback_item(i: int) -> dict[str, Any]:
-    """One realistic submission: ~330 bytes of JSON, ~950 bytes as a FeedbackReceived envelope."""
+    """One realistic submission: ~330 bytes of JSON, ~880 bytes as a FeedbackReceived envelope."""
     return {
         "session_id": f"sess-{i % 997:04d}",
         "query": f"How do I rotate the API keys of project {i} without downtime for the running workers?",
@@ -130,6 +133,8 @@ class CpuMeter:
         out: dict[str, float] = {}
         for name, procs in self.groups.items():
             out[name] = _cpu_seconds(procs(), reaped=self.reaped[name])
+        t = psutil.cpu_times()
+        out["machine"] = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
         return out
 
     def start(self) -> "CpuSpan":
@@ -146,7 +151,10 @@ class CpuSpan:
         """CPU seconds per group during the span, and the wall time, as 'cores busy' (cpu/wall)."""
         after = self.meter._sample()
         wall = time.perf_counter() - self.t0
-        return {k: round((after.get(k, 0.0) - v) / wall, 2) for k, v in self.before.items()}
+        out = {k: round((after.get(k, 0.0) - v) / wall, 2) for k, v in self.before.items()}
+        # Whatever else ran on the machine meanwhile (other people's tests, the kernel's own work).
+        out["other"] = round(out.pop("machine") - sum(out.values()), 2)
+        return out
 
 
 def _tree(pid: int | None) -> list[psutil.Process]:
@@ -220,6 +228,48 @@ async def http_load(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - t0
     return LoadResult(n, elapsed, latencies)
+
+
+async def raw_http_load(
+    port: int, path: str, bodies: Callable[[int], bytes], n: int, concurrency: int, headers: dict[str, str]
+) -> LoadResult:
+    """A supplementary generator: `concurrency` keep-alive HTTP/1.1 connections written to and read
+    from with bare asyncio streams (requests pre-encoded). It costs a fraction of httpx's CPU per
+    request, so on a 2-core machine it shows how much of a figure the client itself was eating."""
+    head = f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    requests = []
+    for i in range(n):
+        body = bodies(i)
+        requests.append(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body)
+    latencies: list[float] = []
+    next_i = 0
+
+    async def worker() -> None:
+        nonlocal next_i
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while next_i < n:
+                i = next_i
+                next_i += 1
+                t = time.perf_counter()
+                writer.write(requests[i])
+                response_head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in response_head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                latencies.append((time.perf_counter() - t) * 1000)
+                if response_head[9:12] != b"201":
+                    raise RuntimeError(f"POST {path} answered {response_head[:12]!r}: {body[:300]!r}")
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return LoadResult(n, time.perf_counter() - t0, latencies)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -384,15 +434,26 @@ async def bare_endpoint(n: int, concurrency: int, logs: Path, meter: CpuMeter) -
         span = meter.start()
         res = await http_load(base, "/echo", body, n, concurrency, {})
         cpu = span.stop()
+        span = meter.start()
+        raw = await raw_http_load(port, "/echo", body, n, concurrency, {})
+        raw_cpu = span.stop()
     finally:
         stop_process(process)
         meter.add("bare uvicorn", lambda: [])
     return {"requests": n, "concurrency": concurrency, "seconds": round(res.seconds, 3), "rps": res.rps,
-            "p50_ms": res.pct(0.50), "p99_ms": res.pct(0.99), "cpu_cores": cpu}
+            "p50_ms": res.pct(0.50), "p99_ms": res.pct(0.99), "cpu_cores": cpu,
+            "minimal_client": _minimal(raw, raw_cpu)}
+
+
+def _minimal(res: LoadResult, cpu: dict[str, float]) -> dict[str, Any]:
+    return {"seconds": round(res.seconds, 3), "rps": res.rps, "p50_ms": res.pct(0.50), "p99_ms": res.pct(0.99),
+            "cpu_cores": cpu}
 
 
 class Db:
-    """The benchmark's own polling connection."""
+    """The benchmark's own polling connection. The probes polled in a loop are index lookups (EXISTS,
+    min(id) on the partial index, primary keys), so that polling costs PostgreSQL next to nothing;
+    counts are taken only once per phase."""
 
     def __init__(self, conn: asyncpg.Connection):
         self.conn = conn
@@ -400,8 +461,26 @@ class Db:
     async def backlog(self) -> int:
         return await self.conn.fetchval("SELECT count(*) FROM feedback.outbox WHERE published_at IS NULL")
 
+    async def drained(self) -> bool:
+        return not await self.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM feedback.outbox WHERE published_at IS NULL)"
+        )
+
+    async def first_unpublished(self) -> int | None:
+        return await self.conn.fetchval("SELECT min(id) FROM feedback.outbox WHERE published_at IS NULL")
+
     async def count_org(self, org: str) -> int:
         return await self.conn.fetchval("SELECT count(*) FROM feedback.rlhf_feedback WHERE organization = $1", org)
+
+    async def any_of_org(self, org: str) -> bool:
+        return await self.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM feedback.rlhf_feedback WHERE organization = $1)", org
+        )
+
+    async def processed(self, event_ids: list[uuid.UUID]) -> int:
+        return await self.conn.fetchval(
+            "SELECT count(*) FROM feedback.processed_events WHERE event_id = ANY($1::uuid[])", event_ids
+        )
 
 
 async def poll_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
@@ -417,14 +496,14 @@ async def poll_until(check: Callable[[], Awaitable[bool]], timeout: float, what:
 async def batch_ingest(base: str, headers: dict[str, str], db: Db, batches: int, meter: CpuMeter) -> dict[str, Any]:
     # Warm-up: the auth cache, the pools, the producer; then an empty backlog before the clock starts.
     await http_load(base, "/api/feedback/batch", lambda i: batch_body(10_000_000 + i * BATCH_SIZE), 2, 2, headers)
-    await poll_until(lambda: _eq(db.backlog(), 0), 120, "warm-up backlog drained")
+    await poll_until(db.drained, 120, "warm-up backlog drained")
     payloads = [batch_body(i * BATCH_SIZE) for i in range(batches)]
     span = meter.start()
     t0 = time.perf_counter()
     res = await http_load(base, "/api/feedback/batch", lambda i: payloads[i], batches, BATCH_CONCURRENCY, headers)
     t_committed = time.perf_counter()
     backlog_at_commit = await db.backlog()
-    t_published = await poll_until(lambda: _eq(db.backlog(), 0), 300, "batch ingest backlog drained")
+    t_published = await poll_until(db.drained, 300, "batch ingest backlog drained")
     cpu = span.stop()
     items = batches * BATCH_SIZE
     return {
@@ -449,8 +528,12 @@ async def single_posts(base: str, headers: dict[str, str], n: int, meter: CpuMet
     span = meter.start()
     res = await http_load(base, "/api/feedback", body, n, SINGLE_CONCURRENCY, headers)
     cpu = span.stop()
+    span = meter.start()
+    raw = await raw_http_load(httpx.URL(base).port, "/api/feedback", body, n, SINGLE_CONCURRENCY, headers)
+    raw_cpu = span.stop()
     return {"requests": n, "concurrency": SINGLE_CONCURRENCY, "seconds": round(res.seconds, 3), "rps": res.rps,
-            "p50_ms": res.pct(0.50), "p99_ms": res.pct(0.99), "cpu_cores": cpu}
+            "p50_ms": res.pct(0.50), "p99_ms": res.pct(0.99), "cpu_cores": cpu,
+            "minimal_client": _minimal(raw, raw_cpu)}
 
 
 async def relay_phase(services: Services, headers: dict[str, str], db: Db, n: int,
@@ -467,6 +550,7 @@ async def relay_phase(services: Services, headers: dict[str, str], db: Db, n: in
     finally:
         services.stop(api)
     backlog = await db.backlog()
+    head = await db.first_unpublished()
     log(f"outbox holds {backlog} unpublished rows (filled in {fill_seconds:.1f}s); starting the relay")
     span = meter.start()
     t_start = time.perf_counter()
@@ -476,14 +560,14 @@ async def relay_phase(services: Services, headers: dict[str, str], db: Db, n: in
         first: list[tuple[float, int]] = []
 
         async def started() -> bool:
-            b = await db.backlog()
-            if b < backlog:
-                first.append((time.perf_counter(), b))
+            if await db.first_unpublished() != head:  # the oldest row went out: the first batch is in
+                t = time.perf_counter()
+                first.append((t, await db.backlog()))
                 return True
             return False
 
         await poll_until(started, 120, "relay started publishing")
-        t_done = await poll_until(lambda: _eq(db.backlog(), 0), 600, "relay drained the outbox")
+        t_done = await poll_until(db.drained, 600, "relay drained the outbox")
         cpu = span.stop()
     finally:
         services.stop(relay)
@@ -503,20 +587,32 @@ async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, met
     from shared.events import FeedbackSubmitted
 
     org = f"bench-consumer-{uuid.uuid4().hex[:8]}"
-    messages = []
+    messages, event_ids = [], []
     for i in range(n):
+        # Each envelope with its own correlation id (the default), as independent producers send them.
         event = FeedbackSubmitted.model_validate(feedback_item(i))
         envelope = event.envelope(organization=org, producer="bench")
+        event_ids.append(envelope.event_id)
         messages.append((None, orjson.dumps(envelope.model_dump(mode="json"))))
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=5,
         max_batch_size=1_048_576, max_request_size=16_777_216,
     )
     await producer.start()
+    last_of_partition: dict[int, uuid.UUID] = {}
     try:
-        publish_seconds = await produce_gathered(producer, SUBMITTED_TOPIC, messages)
+        t0 = time.perf_counter()
+        for start in range(0, n, BATCH_SIZE):
+            chunk = messages[start : start + BATCH_SIZE]
+            futures = [await producer.send(SUBMITTED_TOPIC, value=v, key=k) for k, v in chunk]
+            for j, meta in enumerate(await asyncio.gather(*futures)):
+                last_of_partition[meta.partition] = event_ids[start + j]
+        publish_seconds = time.perf_counter() - t0
     finally:
         await producer.stop()
+    # One consumer applies a partition's batches in offset order, so the last event of every partition
+    # being processed means all of them are (checked by a full count at the end).
+    tails = list(last_of_partition.values())
     log(f"{n} FeedbackSubmitted published in {publish_seconds:.1f}s; starting the consumer")
     span = meter.start()
     t_start = time.perf_counter()
@@ -526,16 +622,18 @@ async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, met
         first: list[tuple[float, int]] = []
 
         async def started() -> bool:
-            c = await db.count_org(org)
-            if c > 0:
-                first.append((time.perf_counter(), c))
+            if await db.any_of_org(org):
+                t = time.perf_counter()
+                first.append((t, await db.count_org(org)))
                 return True
             return False
 
-        await poll_until(started, 120, "consumer stored its first rows", interval=0.05)
-        t_done = await poll_until(lambda: _eq(db.count_org(org), n), 600, "consumer stored every event",
-                                  interval=0.05)
+        await poll_until(started, 120, "consumer stored its first rows")
+        t_done = await poll_until(lambda: _eq(db.processed(tails), len(tails)), 600, "consumer stored every event")
         cpu = span.stop()
+        stored = await db.count_org(org)
+        if stored != n:
+            raise RuntimeError(f"consumer stored {stored} of {n} events")
     finally:
         services.stop(consumer)
     t_first, c_first = first[0]
@@ -571,7 +669,8 @@ def render(r: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---|",
         f"| Raw asyncpg COPY ({copy['rows']:,} rows, {copy['rows_per_copy']:,}/COPY) | "
         f"{fmt(copy['rows_per_s'])} rows/s | — | — | — |",
-        f"| Raw aiokafka produce ({prod['messages']:,} × {prod['bytes_each']} B, gather/{prod['messages_per_gather']:,}) | "
+        f"| Raw aiokafka produce ({prod['messages']:,} × {prod['bytes_each']} B, "
+        f"gather/{prod['messages_per_gather']:,}) | "
         f"{fmt(prod['msgs_per_s'])} msgs/s | — | — | — |",
         f"| Bare FastAPI POST /echo ({bare['requests']:,} req, c={bare['concurrency']}) | "
         f"{fmt(bare['rps'])} req/s (p50 {fmt(bare['p50_ms'], 1)} / p99 {fmt(bare['p99_ms'], 1)} ms) | — | — | — |",
@@ -586,6 +685,10 @@ def render(r: dict[str, Any]) -> str:
         f"≥ 0.5× **{t['single_vs_bare']['verdict']}** |",
         f"| Single POST latency p50 / p99 | {fmt(sp['p50_ms'], 1)} / {fmt(sp['p99_ms'], 1)} ms | "
         f"{fmt(bare['p50_ms'], 1)} / {fmt(bare['p99_ms'], 1)} ms | — | — |",
+        f"| *Supplementary:* single POST with the minimal raw-socket client | {fmt(sp['minimal_client']['rps'])} req/s "
+        f"(p50 {fmt(sp['minimal_client']['p50_ms'], 1)} / p99 {fmt(sp['minimal_client']['p99_ms'], 1)} ms) | "
+        f"{fmt(bare['minimal_client']['rps'])} req/s (bare FastAPI, same client) | "
+        f"{sp['minimal_client']['rps'] / bare['minimal_client']['rps']:.2f}× | (informational) |",
         f"| Outbox relay, steady ({rl['events']:,} events queued) | {fmt(rl['steady_events_per_s'])} events/s | "
         f"{fmt(prod['msgs_per_s'])} msgs/s (raw produce) | "
         f"{(rl['steady_events_per_s'] or 0) / prod['msgs_per_s']:.2f}× | — |",
@@ -602,8 +705,9 @@ def render(r: dict[str, Any]) -> str:
         "| Phase | " + " | ".join(r["cpu_groups"]) + " |",
         "|---|" + "---:|" * len(r["cpu_groups"]),
     ]
-    for name, res in (("bare FastAPI", bare), ("batch ingest", bi), ("single POST", sp), ("relay", rl),
-                      ("consumer", co)):
+    for name, res in (("bare FastAPI", bare), ("bare FastAPI, minimal client", bare["minimal_client"]),
+                      ("batch ingest", bi), ("single POST", sp), ("single POST, minimal client", sp["minimal_client"]),
+                      ("relay", rl), ("consumer", co)):
         cpu = res.get("cpu_cores", {})
         lines.append(f"| {name} | " + " | ".join(fmt(cpu.get(g), 2) for g in r["cpu_groups"]) + " |")
     lines += [
@@ -612,6 +716,12 @@ def render(r: dict[str, Any]) -> str:
         f"batch latency p50 {fmt(bi['batch_p50_ms'])} ms / p99 {fmt(bi['batch_p99_ms'])} ms. "
         f"Load average at start: {r['machine']['loadavg_at_start']}.",
     ]
+    busy = max(res.get("cpu_cores", {}).get("other", 0.0) for res in (bare, bi, sp, rl, co))
+    if busy > 0.25:
+        lines.append(
+            f"\n**Warning:** other processes used up to {busy:.2f} cores during a phase: the figures are "
+            "depressed by that load; rerun on a quiet machine."
+        )
     return "\n".join(lines)
 
 
@@ -693,7 +803,7 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
                 log(f"single POST: {singles:,} requests, concurrency {SINGLE_CONCURRENCY}")
                 single = await single_posts(base, headers, singles, meter)
                 log(f"  {single['rps']:,.0f} req/s, p50 {single['p50_ms']:.1f} ms, p99 {single['p99_ms']:.1f} ms")
-                await poll_until(lambda: _eq(db.backlog(), 0), 120, "single POST backlog drained")
+                await poll_until(db.drained, 120, "single POST backlog drained")
             finally:
                 services.stop(full)
                 meter.add("service", lambda: [])
@@ -720,6 +830,7 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
                 "cpu": _cpu_model(), "loadavg_at_start": [round(x, 2) for x in loadavg],
                 "infrastructure": "embedded PostgreSQL + Tansu" if stack.postgres and stack.broker else "external",
             },
+            "code": _git(),
             "parameters": {"batches": batches, "singles": singles, "relay_events": relay_events,
                            "consumer_events": consumer_events, "raw_rows": raw_rows, "raw_messages": raw_messages,
                            "message_bytes": message_bytes, "outbox_envelope_bytes": envelope_sizes},
@@ -729,7 +840,7 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
                 "batch_vs_produce": {"ratio": b_ratio, "target": 0.5, "verdict": verdict(b_ratio)},
                 "single_vs_bare": {"ratio": s_ratio, "target": 0.5, "verdict": verdict(s_ratio)},
             },
-            "cpu_groups": list(meter.groups),
+            "cpu_groups": [*meter.groups, "other"],
         }
         return results
     finally:
@@ -753,6 +864,19 @@ async def _envelope_size(dsn: str) -> int | None:
         return None
     finally:
         await conn.close()
+
+
+def _git() -> dict[str, Any]:
+    """The code measured: HEAD and the files that differed from it (read-only git commands)."""
+    root = Path(__file__).parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+        return {"head": head, "modified": [line[3:] for line in dirty if line.strip()]}
+    except (OSError, subprocess.SubprocessError):
+        return {}
 
 
 def _cpu_model() -> str:
