@@ -27,6 +27,7 @@ from shared.db import Database, UnitOfWork
 from shared.events import Envelope, Event, UnknownEvent, decode_payload, dlq_topic
 from shared.failpoints import failpoint
 from shared.observability import EVENTS_CONSUMED, EVENTS_FAILED, get_logger
+from shared.settings import Settings
 
 log = get_logger(__name__)
 
@@ -200,6 +201,17 @@ class IdempotentConsumer:
         EVENTS_CONSUMED.labels(self.service, self.topic, "dead_lettered").inc()
         EVENTS_FAILED.labels(self.service, self.topic, type(exc).__name__).inc()
         log.warning("message dead-lettered", topic=record.topic, offset=record.offset, reason=reason)
+
+
+def consumer_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """The IdempotentConsumer keyword arguments every service takes from its settings."""
+    return dict(
+        max_records=settings.rlhf_consumer_max_records,
+        max_retries=settings.rlhf_consumer_max_retries,
+        retry_backoff=settings.rlhf_consumer_retry_backoff,
+        session_timeout_ms=settings.rlhf_consumer_session_timeout_ms,
+        heartbeat_interval_ms=settings.rlhf_consumer_heartbeat_interval_ms,
+    ) | overrides
 
 
 async def _keep_raw(msg: Any) -> Any:

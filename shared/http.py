@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role
 from shared.db import Database
 from shared.observability import HTTP_LATENCY
+from shared.paging import InvalidCursor
 
 CORRELATION_HEADER = "x-correlation-id"
 MAX_CORRELATION_ID = 200
@@ -136,6 +137,10 @@ def create_app(
         return JSONResponse(
             {"error": "unauthorized", "message": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
+
+    @app.exception_handler(InvalidCursor)
+    async def bad_cursor(request: Request, exc: InvalidCursor):
+        return error(400, "invalid_cursor", str(exc), errors=[{"field": "cursor", "message": str(exc)}])
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden):

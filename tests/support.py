@@ -3,13 +3,18 @@
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from shared.db import Database
 from shared.events import Envelope, Event
+from shared.service import ServiceSpec, build_app
+from shared.settings import Settings
 
 
 class KafkaProbe:
@@ -95,3 +100,25 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 60.0, interva
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def service_database(spec: ServiceSpec, database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url, schema=spec.schema, producer=spec.name, pool_size=5)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@asynccontextmanager
+async def in_process_api(
+    spec: ServiceSpec, db: Database, settings: Settings, **state: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A service's HTTP app in this process, on the real database (`state` is set on app.state)."""
+    app = build_app(spec, db, settings)
+    for name, value in state.items():
+        setattr(app.state, name, value)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=f"http://{spec.name}", timeout=120) as client:
+        yield client

@@ -28,6 +28,7 @@ from services.curation.schemas import (
 )
 from shared.http import DB, CorrelationId, Curator, Viewer, error
 from shared.objectstore import ObjectNotFound, object_store_from_url
+from shared.paging import created_cursor, decode_cursor, page_of
 from shared.settings import get_settings
 
 datasets = APIRouter(prefix="/api/training-datasets", tags=["training datasets"])
@@ -48,12 +49,6 @@ def object_store(request: Request):
 Store = Annotated[object, Depends(object_store)]
 
 
-def _page(rows: list, limit: int, cursor_of) -> tuple[list, str | None]:
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (cursor_of(rows[-1]) if more else None)
-
-
 # ---------------------------------------------------------------------------------------------
 # Training datasets
 
@@ -70,12 +65,12 @@ async def list_datasets(
     principal: Viewer, database: DB, status: Status | None = None, dataset_type: DatasetType | None = None,
     cursor: Cursor = None, limit: Limit = 50,
 ):
-    after = domain.decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor) if cursor else None
     async with database.read() as session:
         rows = await repository.page_datasets(
             session, principal.organization, status=status, dataset_type=dataset_type, after=after, limit=limit + 1
         )
-    rows, next_cursor = _page(rows, limit, lambda r: domain.encode_cursor(r.created_at, r.id))
+    rows, next_cursor = page_of(rows, limit, created_cursor)
     return DatasetPage(items=[DatasetOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
@@ -190,11 +185,11 @@ async def list_pairs(
     cursor: Cursor = None,
     limit: Limit = 50,
 ):
-    after = domain.decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor) if cursor else None
     f = repository.PairFilter(dataset_id, annotator, min_strength, max_strength, q, strategy)
     async with database.read() as session:
         rows = await repository.page_pairs(session, principal.organization, f, after=after, limit=limit + 1)
-    rows, next_cursor = _page(rows, limit, lambda r: domain.encode_cursor(r.created_at, r.id))
+    rows, next_cursor = page_of(rows, limit, created_cursor)
     return PairPage(items=[PairOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 

@@ -4,7 +4,7 @@ from faststream.kafka import KafkaBroker
 
 from services.curation import handlers
 from services.curation.models import processed_events
-from shared.consumer import IdempotentConsumer
+from shared.consumer import IdempotentConsumer, consumer_options
 from shared.db import Database
 from shared.events import FeedbackReceived, FeedbackReviewed
 from shared.settings import Settings
@@ -23,12 +23,3 @@ def register(db: Database, broker: KafkaBroker, settings: Settings) -> list[Idem
         for topic, handler in subscriptions
     ]
 
-
-def consumer_options(settings: Settings) -> dict:
-    return dict(
-        max_records=settings.rlhf_consumer_max_records,
-        max_retries=settings.rlhf_consumer_max_retries,
-        retry_backoff=settings.rlhf_consumer_retry_backoff,
-        session_timeout_ms=settings.rlhf_consumer_session_timeout_ms,
-        heartbeat_interval_ms=settings.rlhf_consumer_heartbeat_interval_ms,
-    )

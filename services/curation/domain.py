@@ -1,8 +1,6 @@
 """Pure rules of curation: the dataset lifecycle, bulk-pairing strategies, the quality report and
 score, paging cursors. No I/O."""
 
-import base64
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -121,15 +119,3 @@ def report(
     }
 
 
-def encode_cursor(created_at: datetime, ident: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{ident}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, ident = raw.partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid("cursor", "cursor is not one this API returned") from exc

@@ -21,6 +21,7 @@ from services.feedback.schemas import (
 )
 from shared.events import FeedbackType, ReviewStatus
 from shared.http import DB, CorrelationId, Curator, Viewer, error
+from shared.paging import created_cursor, decode_cursor, page_of
 
 router = APIRouter(prefix="/api/feedback", tags=["feedback"])
 
@@ -77,12 +78,10 @@ async def list_feedback(
     cursor: str | None = Query(default=None, max_length=200),
     limit: int = Query(default=50, ge=1, le=500),
 ):
-    after = domain.decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor) if cursor else None
     async with database.read() as session:
         rows = await repository.page(session, principal.organization, f, after=after, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = domain.encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+    rows, next_cursor = page_of(rows, limit, created_cursor)
     return FeedbackPage(items=[FeedbackOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
@@ -131,10 +130,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(domain.FeedbackNotFound)
     async def not_found(request: Request, exc: domain.FeedbackNotFound) -> JSONResponse:
         return error(404, "not_found", f"feedback {exc.args[0]} not found")
-
-    @app.exception_handler(domain.InvalidCursor)
-    async def bad_cursor(request: Request, exc: domain.InvalidCursor) -> JSONResponse:
-        return error(400, "invalid_cursor", str(exc), errors=[{"field": "cursor", "message": str(exc)}])
 
     @app.exception_handler(domain.InvalidTag)
     async def bad_tag(request: Request, exc: domain.InvalidTag) -> JSONResponse:

@@ -1,9 +1,6 @@
-"""Pure rules of feedback review and paging. No I/O."""
+"""Pure rules of feedback review. No I/O."""
 
-import base64
-import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
 ACTION_STATUS = {"approve": "approved", "reject": "rejected"}
@@ -13,10 +10,6 @@ REVIEW_FIELDS = ("status", "correction", "tags", "notes")
 
 class FeedbackNotFound(Exception):
     """No such feedback in the caller's organization (another organization's ids included)."""
-
-
-class InvalidCursor(ValueError):
-    pass
 
 
 class InvalidTag(ValueError):
@@ -56,16 +49,3 @@ def apply_review(current: ReviewState, changes: dict[str, Any]) -> ReviewState:
         updates.pop("status")
     return replace(current, **updates)
 
-
-def encode_cursor(created_at: datetime, feedback_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{feedback_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, fid = raw.partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(fid)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidCursor("cursor is not one this API returned") from exc

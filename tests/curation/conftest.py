@@ -1,23 +1,20 @@
 import uuid
 from datetime import UTC, datetime
 
-import httpx
 import pytest_asyncio
 
 from services.curation import handlers
 from services.curation.main import SPEC
 from shared.consumer import Delivery
-from shared.db import Database
 from shared.events import FeedbackReceived, FeedbackReviewed
 from shared.objectstore import LocalObjectStore
-from shared.service import build_app
+from tests.support import in_process_api, service_database
 
 
 @pytest_asyncio.fixture(scope="session")
 async def curation_db(migrated):
-    db = Database(migrated.database_url, schema=SPEC.schema, producer=SPEC.name, pool_size=5)
-    yield db
-    await db.dispose()
+    async with service_database(SPEC, migrated.database_url) as db:
+        yield db
 
 
 @pytest_asyncio.fixture
@@ -28,10 +25,7 @@ async def store(tmp_path):
 @pytest_asyncio.fixture
 async def api(curation_db, settings, store):
     """The curation service's HTTP app in-process, on the real database, exporting to a temp directory."""
-    app = build_app(SPEC, curation_db, settings)
-    app.state.object_store = store
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://curation",
-                                 timeout=120) as client:
+    async with in_process_api(SPEC, curation_db, settings, object_store=store) as client:
         yield client
 
 
