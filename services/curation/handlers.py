@@ -261,6 +261,7 @@ async def rule_results(conn, snapshot: dict, fmt: str, ratio: float, seed: int) 
             int(ratio * repository.SPLIT_BUCKETS), max_bytes]
     c = await _fetch(conn, repository.rule_counts_sql(dataset_type), args, one=True)
     distinct = c["distinct_exact"]
+    train_rows = distinct - c["validation_rows"]
 
     async def examples(condition: str) -> list[dict]:
         rows = await _fetch(conn, repository.rule_examples_sql(dataset_type, condition), args)
@@ -293,13 +294,13 @@ async def rule_results(conn, snapshot: dict, fmt: str, ratio: float, seed: int) 
         f"{rules.provider} needs at least {rules.min_examples} examples; there are {distinct}", [],
     ))
     if rules.max_train_examples:
-        over = c["train_rows"] > rules.max_train_examples or c["validation_rows"] > (rules.max_validation_examples or 0)
+        over = train_rows > rules.max_train_examples or c["validation_rows"] > (rules.max_validation_examples or 0)
         results.append(domain.RuleResult(
             "max_samples", "error", int(over),
             f"{rules.provider} takes at most {rules.max_train_examples} training and {rules.max_validation_examples} "
-            f"validation examples; the split gives {c['train_rows']} and {c['validation_rows']}", [],
+            f"validation examples; the split gives {train_rows} and {c['validation_rows']}", [],
         ))
-    return results, {"total": c["total"], "distinct": distinct, "train": c["train_rows"],
+    return results, {"total": c["total"], "distinct": distinct, "train": train_rows,
                      "validation": c["validation_rows"]}
 
 

@@ -41,57 +41,125 @@ _SECRET_KEYWORDS = ("password", "passwd", "pwd", "secret", "api_key", "api-key",
                     "access-token", "token")
 
 
+class Shape:
+    """Cheap facts about one text, each worked out at most once and in C (str/bytes methods), that
+    the detectors' triggers test before running a regex. Most examples contain no PII; for them
+    these facts rule out every detector, so no regex scans the text at all."""
+
+    __slots__ = ("text", "_lower", "_utf8")
+
+    def __init__(self, text: str):
+        self.text = text
+        self._lower: str | None = None
+        self._utf8: bytes | None = None
+
+    @property
+    def lower(self) -> str:
+        """Lower case as `(?i:...)` sees it: str.lower, plus the few characters the regex engine
+        folds onto ASCII letters that str.lower does not (ſ → s, ı → i, İ → i + a dot, dropped)."""
+        if self._lower is None:
+            lower = self.text.lower()
+            self._lower = lower if lower.isascii() else lower.translate(_REGEX_FOLDS)
+        return self._lower
+
+    @property
+    def utf8(self) -> bytes:
+        if self._utf8 is None:
+            self._utf8 = self.text.encode()
+        return self._utf8
+
+    def has_run(self, table: bytes, length: int) -> bool:
+        """Whether `length` consecutive bytes all belong to the class `table` marks with x."""
+        return _RUNS[length] in self.utf8.translate(table)
+
+    def has(self, table: bytes, classes: bytes) -> bool:
+        """Whether the text, its bytes mapped by `table`, contains `classes`."""
+        return classes in self.utf8.translate(table)
+
+
+_REGEX_FOLDS = str.maketrans({"ſ": "s", "ı": "i", "\u0307": None})
+
+
+def _byte_class(members: str, others: dict[str, str] | None = None) -> bytes:
+    """A bytes.translate table mapping the ASCII `members` to b"x", those in `others` to what it
+    says, and every other ASCII byte to b" ". Bytes of non-ASCII characters map to b"x" too (`\\d`
+    and `\\s` match some): counting them as members can only make a trigger fire more often (the
+    regex then decides), never less."""
+    others = others or {}
+    return bytes(ord("x") if b > 127 or chr(b) in members else ord(others.get(chr(b), " ")) for b in range(256))
+
+
+_BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_BASE64_CLASS = _byte_class(_BASE64)
+_DIGITS = "0123456789"
+_CARD_CLASS = _byte_class(_DIGITS + " -")  # a card number: digits, single spaces or dashes between
+_IPV4_CLASS = _byte_class(_DIGITS, {".": "."})
+# A phone candidate (_MAYBE_PHONE): 7+ characters that are all digits, "+", spaces or ().-
+_PHONE_CLASS = _byte_class(_DIGITS + "+().-" + "".join(chr(b) for b in range(128) if chr(b).isspace()))
+_RUNS = {n: b"x" * n for n in (7, 13, 32)}
+
+
 @dataclass(frozen=True)
 class Detector:
-    """One kind of PII: a cheap trigger on the text (`plain`, `lower`) that must hold for the regex
-    to be worth running — each trigger is implied by the regex matching, so skipping is safe."""
+    """One kind of PII: a cheap trigger on the text's Shape that must hold for the regex to be worth
+    running — each trigger is implied by the regex matching (a necessary condition), so skipping
+    the regex when it fails never misses PII."""
 
     kind: str
     pattern: re.Pattern
-    trigger: Callable[[str, str], bool]
+    trigger: Callable[[Shape], bool]
 
 
-def _has_digit(plain: str, lower: str) -> bool:
-    return _DIGIT.search(plain) is not None
+def _person_trigger(s: Shape) -> bool:
+    return "name" in s.lower or _HONORIFIC.search(s.text) is not None
 
 
-_DIGIT = re.compile(r"[0-9]")
+# The honorific branch of the PERSON pattern, without its leading \b: an alternation of literals,
+# so the engine only tries the positions holding M, D, P or S.
+_HONORIFIC = re.compile("(?:" + "|".join(_HONORIFICS) + r")\.? ")
 DETECTORS = [
     Detector("SECRET", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
-             lambda p, lo: "PRIVATE KEY" in p),
-    Detector("SECRET", re.compile(r"\b(?:sk|pk|rk)-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_-]{16,}"), lambda p, lo: "k-" in p),
-    Detector("SECRET", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), lambda p, lo: "AKIA" in p or "ASIA" in p),
+             lambda s: "PRIVATE KEY" in s.text),
+    Detector("SECRET", re.compile(r"\b(?:sk|pk|rk)-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_-]{16,}"), lambda s: "k-" in s.text),
+    Detector("SECRET", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), lambda s: "AKIA" in s.text or "ASIA" in s.text),
     Detector("SECRET", re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b|\bgithub_pat_[A-Za-z0-9_]{40,}"),
-             lambda p, lo: "_" in p),
-    Detector("SECRET", re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), lambda p, lo: "xox" in p),
+             lambda s: "_" in s.text and ("gh" in s.text or "github_pat_" in s.text)),
+    Detector("SECRET", re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), lambda s: "xox" in s.text),
     Detector("SECRET", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-             lambda p, lo: "eyJ" in p),
-    Detector("SECRET", re.compile(r"(?i:\bbearer)\s+[A-Za-z0-9._~+/=-]{16,}"), lambda p, lo: "bearer" in lo),
+             lambda s: "eyJ" in s.text),
+    Detector("SECRET", re.compile(r"(?i:\bbearer)\s+[A-Za-z0-9._~+/=-]{16,}"), lambda s: "bearer" in s.lower),
     Detector(
         "SECRET",
         re.compile(r"(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|token)\b\s*[:=]\s*)"
                    r"[^\s\"',;]{6,}"),
-        lambda p, lo: any(k in lo for k in _SECRET_KEYWORDS),
+        lambda s: ("=" in s.text or ":" in s.text) and any(k in s.lower for k in _SECRET_KEYWORDS),
     ),
     # Long hex (>=32) or base64-like (>=40) runs; `_looks_secret` keeps only the ones that are.
-    Detector("SECRET", re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{32,}+={0,2}"), lambda p, lo: True),
+    Detector("SECRET", re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{32,}+={0,2}"),
+             lambda s: s.has_run(_BASE64_CLASS, 32)),
     Detector("EMAIL", re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-                                 r"\.[A-Za-z]{2,}\b"), lambda p, lo: "@" in p),
-    Detector("IP_ADDRESS", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)"), _has_digit),
+                                 r"\.[A-Za-z]{2,}\b"), lambda s: "@" in s.text),
+    Detector("IP_ADDRESS", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)"),
+             lambda s: s.has(_IPV4_CLASS, b"x.x")),
     Detector("IP_ADDRESS", re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{1,4}:){2,7}:?[0-9A-Fa-f]{0,4}"
-                                      r"(?::[0-9A-Fa-f]{1,4})*(?![0-9A-Fa-f:])"), lambda p, lo: "::" in p or
-             p.count(":") >= 2),
-    Detector("CREDIT_CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _has_digit),
+                                      r"(?::[0-9A-Fa-f]{1,4})*(?![0-9A-Fa-f:])"),
+             lambda s: s.text.count(":") >= 2),
+    Detector("CREDIT_CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"),
+             lambda s: s.has_run(_CARD_CLASS, 13)),
     Detector(
         "PERSON",
         re.compile(r"(?:\b(?:" + "|".join(_HONORIFICS) + r")\.? |(?i:\bmy name is )|(?i:\bname): )"
                    f"(?P<person_name>{_NAME_WORDS})"),
-        lambda p, lo: "name" in lo or any(h in p for h in _HONORIFICS),
+        _person_trigger,
     ),
 ]
 # Cheap gate before the (slow, thorough) phone matcher: a valid number has 10+ digits in its national
 # form (DEFAULT_REGION) or starts with + and a country code.
 _MAYBE_PHONE = re.compile(r"\+\d(?:[\s().-]{0,3}\d){6}|\d(?:[\s().-]{0,3}\d){9}")
+def _may_hold_phone(shape: Shape) -> bool:
+    return shape.has_run(_PHONE_CLASS, 7) and _MAYBE_PHONE.search(shape.text) is not None
+
+
 _HEX = re.compile(r"[0-9a-fA-F]{32,}")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{32,}={0,2}")
 
@@ -168,25 +236,27 @@ class Masker:
     def mask(self, text: str) -> str:
         if not text:
             return text
-        lower = text.lower()
+        shape = Shape(text)
         for detector in DETECTORS:
-            if detector.trigger(text, lower):
+            if detector.trigger(shape):
                 self._kind = detector.kind
-                text = detector.pattern.sub(self._replace, text)
-        if _MAYBE_PHONE.search(text):
-            text = self._mask_phones(text)
-        return text
+                masked = detector.pattern.sub(self._replace, shape.text)
+                if masked != shape.text:  # what the next triggers test must be the text they will scan
+                    shape = Shape(masked)
+        if _may_hold_phone(shape):
+            return self._mask_phones(shape.text)
+        return shape.text
 
     def contains_pii(self, text: str) -> bool:
         """Whether `mask` would change `text`, without counting anything. Cheaper than masking, so
         an export can check all of a row's fields joined by NUL once and mask only rows that need it."""
-        lower = text.lower()
+        shape = Shape(text)
         for detector in DETECTORS:
-            if detector.trigger(text, lower):
+            if detector.trigger(shape):
                 for match in detector.pattern.finditer(text):
                     if _validated(detector.kind, match.group()) is not None:
                         return True
-        if _MAYBE_PHONE.search(text):
+        if _may_hold_phone(shape):
             return phonenumbers.PhoneNumberMatcher(text, self.region, leniency=phonenumbers.Leniency.VALID).has_next()
         return False
 

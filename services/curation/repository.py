@@ -346,39 +346,53 @@ def examples_sql(dataset_type: str) -> str:
     return INSTRUCTION_EXAMPLES if dataset_type == "instruction_tuning" else PAIR_EXAMPLES
 
 
+EXACT_KEY = "md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, ''))::uuid"
+
+
 def export_sql(dataset_type: str) -> str:
     """Each distinct example once (exact duplicates dropped, the lowest id kept), in a stable order,
-    with its side of the split: the same data always gives the same file."""
+    with its side of the split: the same data always gives the same file. The key is the md5 as a
+    uuid: 16 bytes compared with memcmp sort faster than its 32-character text, in the same order."""
     return f"""
         SELECT DISTINCT ON (dedupe_key) *, {in_validation_sql("prompt")} AS in_validation FROM (
-            SELECT e.*, md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, '')) AS dedupe_key
+            SELECT e.*, {EXACT_KEY} AS dedupe_key
             FROM ({examples_sql(dataset_type)}) e) keyed
         ORDER BY dedupe_key, id"""
 
 
 def rule_counts_sql(dataset_type: str) -> str:
-    """Counts for every row-level rule in one pass. $5: the token limit in bytes (or NULL)."""
+    """Counts for every row-level rule in one pass. $5: the token limit in bytes (or NULL).
+
+    Each example's prompt key (a regexp_replace, a costly expression) is worked out once, keys are
+    md5 uuids, and the per-split counts need one DISTINCT, not two: exact duplicates share their
+    prompt, so their side. Near duplicates share their prompt key, so only examples whose prompt key
+    is not unique get the costlier normalisation of their answers; for the others the prompt key
+    alone tells them apart. No prompt can be on both sides of the split: the side is a function of
+    the prompt key."""
+    near_answers = " || chr(1) || ".join(PROMPT_KEY.format(col=c) for c in ("chosen", "coalesce(rejected, '')"))
     return f"""
-        WITH e AS (
-            SELECT *, md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, '')) AS exact_key,
-                   md5({PROMPT_KEY.format(col="prompt")} || chr(1) || {PROMPT_KEY.format(col="chosen")} || chr(1)
-                       || {PROMPT_KEY.format(col="coalesce(rejected, '')")}) AS near_key,
-                   {PROMPT_KEY.format(col="prompt")} AS prompt_key,
-                   {in_validation_sql("prompt")} AS in_validation,
+        WITH keyed AS MATERIALIZED (
+            SELECT prompt, chosen, rejected, {PROMPT_KEY.format(col="prompt")} AS prompt_key,
                    octet_length(prompt) + octet_length(chosen) + coalesce(octet_length(rejected), 0) AS bytes
-            FROM ({examples_sql(dataset_type)}) x)
+            FROM ({examples_sql(dataset_type)}) x),
+        shared_prompts AS (SELECT prompt_key FROM keyed GROUP BY prompt_key HAVING count(*) > 1)
         SELECT
             count(*) AS total,
             count(DISTINCT exact_key) AS distinct_exact,
             count(DISTINCT near_key) AS distinct_near,
-            count(*) FILTER (WHERE btrim(prompt) = '' OR btrim(chosen) = '' OR btrim(rejected) = '') AS empty_field,
-            count(*) FILTER (WHERE rejected IS NOT NULL AND btrim(chosen) = btrim(rejected)) AS chosen_is_rejected,
+            count(*) FILTER (WHERE empty) AS empty_field,
+            count(*) FILTER (WHERE same) AS chosen_is_rejected,
             count(*) FILTER (WHERE $5::bigint IS NOT NULL AND bytes > $5::bigint) AS too_long,
             count(DISTINCT exact_key) FILTER (WHERE in_validation) AS validation_rows,
-            count(DISTINCT exact_key) FILTER (WHERE NOT in_validation) AS train_rows,
-            (SELECT count(*) FROM (SELECT prompt_key FROM e GROUP BY prompt_key
-                                   HAVING bool_or(in_validation) AND bool_or(NOT in_validation)) s) AS split_overlap
-        FROM e"""
+            0 AS split_overlap
+        FROM (
+            SELECT bytes, {EXACT_KEY} AS exact_key,
+                   md5(k.prompt_key || chr(1) || CASE WHEN s.prompt_key IS NULL THEN '' ELSE {near_answers} END)::uuid
+                       AS near_key,
+                   coalesce(btrim(prompt) = '' OR btrim(chosen) = '' OR btrim(rejected) = '', false) AS empty,
+                   coalesce(rejected IS NOT NULL AND btrim(chosen) = btrim(rejected), false) AS same,
+                   (abs(hashtextextended(k.prompt_key, $3)) % {SPLIT_BUCKETS}) < $4 AS in_validation
+            FROM keyed k LEFT JOIN shared_prompts s ON s.prompt_key = k.prompt_key) e"""
 
 
 def rule_examples_sql(dataset_type: str, condition: str) -> str:
@@ -399,7 +413,7 @@ def duplicate_examples_sql(dataset_type: str, near: bool) -> str:
     if near:
         key = " || chr(1) || ".join(PROMPT_KEY.format(col=c) for c in ("prompt", "chosen", "coalesce(rejected, '')"))
     else:
-        key = "md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, ''))"
+        key = EXACT_KEY
     return DUPLICATE_EXAMPLES.format(examples=examples_sql(dataset_type), key=key)
 
 
