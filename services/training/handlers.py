@@ -190,6 +190,8 @@ def job_spec(job: FineTuningJob) -> JobSpec:
 async def record_submission(uow: UnitOfWork, job_id: uuid.UUID, submission: Submission) -> bool:
     """The provider accepted the job. Returns False when the job was cancelled meanwhile."""
     job = await repository.lock_job(uow.session, job_id)
+    if job is not None and job.job_id == submission.provider_job_id:
+        return True  # an adopted job some earlier attempt already stored: it is ours, never cancel it here
     if job is None or job.status != domain.PENDING:
         return False
     now = datetime.now(UTC)

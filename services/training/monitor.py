@@ -2,7 +2,13 @@
 provider and polls active ones. Every provider call happens outside a transaction; what it
 returns is applied in one unit of work with the events it causes (handlers.record_*). All state
 lives in the database (the provider's cursor included), so a restarted monitor carries on where
-the last one committed, without repeating an event."""
+the last one committed, without repeating an event.
+
+Several monitors may run (replicas of the service): each provider call for a job is made while
+holding the job's advisory lock (repository.job_claim), and the job is read again under it, so a
+job is submitted once and polled by one monitor at a time. A crash after the provider accepted a
+job but before we stored its id is covered by the providers: they find the job they already
+started for our id and adopt it instead of starting a second one."""
 
 import asyncio
 import uuid
@@ -13,6 +19,7 @@ from services.training.providers import get_provider
 from services.training.providers.base import ProviderError
 from services.training.settings import TrainingSettings, get_training_settings
 from shared.db import Database
+from shared.failpoints import failpoint
 from shared.observability import get_logger
 from shared.settings import Settings
 
@@ -37,10 +44,23 @@ async def monitor_once(db: Database, settings: TrainingSettings) -> None:
         active = await repository.jobs_to_poll(session, now)
     for job_id in pending:
         await submit(db, job_id, settings)
-    await asyncio.gather(*(poll(db, job_id, settings) for job_id in active))
+    # Each poll holds two connections (its claim, then a transaction): bound them well below the pool.
+    slots = asyncio.Semaphore(settings.rlhf_training_monitor_concurrency)
+
+    async def bounded(job_id: uuid.UUID) -> None:
+        async with slots:
+            await poll(db, job_id, settings)
+
+    await asyncio.gather(*(bounded(job_id) for job_id in active))
 
 
 async def submit(db: Database, job_id: uuid.UUID, settings: TrainingSettings) -> None:
+    async with repository.job_claim(db.engine, job_id) as claimed:
+        if claimed:  # otherwise another monitor is on it right now
+            await _submit_claimed(db, job_id, settings)
+
+
+async def _submit_claimed(db: Database, job_id: uuid.UUID, settings: TrainingSettings) -> None:
     async with db.read() as session:
         job = await repository.lock_job(session, job_id)
         if job is None or job.status != domain.PENDING:
@@ -53,6 +73,7 @@ async def submit(db: Database, job_id: uuid.UUID, settings: TrainingSettings) ->
         async with db.unit_of_work() as uow:
             await handlers.record_provider_error(uow, job_id, exc, settings)
         return
+    failpoint("training.monitor.after_submit")  # the provider has the job; we have not stored its id yet
     async with db.unit_of_work() as uow:
         accepted = await handlers.record_submission(uow, job_id, submission)
     if not accepted:  # cancelled while it was being sent: stop it at the provider too
@@ -60,6 +81,12 @@ async def submit(db: Database, job_id: uuid.UUID, settings: TrainingSettings) ->
 
 
 async def poll(db: Database, job_id: uuid.UUID, settings: TrainingSettings) -> None:
+    async with repository.job_claim(db.engine, job_id) as claimed:
+        if claimed:
+            await _poll_claimed(db, job_id, settings)
+
+
+async def _poll_claimed(db: Database, job_id: uuid.UUID, settings: TrainingSettings) -> None:
     async with db.read() as session:
         job = await repository.lock_job(session, job_id)
         if job is None or job.status not in domain.ACTIVE or not job.job_id:
@@ -72,6 +99,7 @@ async def poll(db: Database, job_id: uuid.UUID, settings: TrainingSettings) -> N
         async with db.unit_of_work() as uow:
             await handlers.record_provider_error(uow, job_id, exc, settings)
         return
+    failpoint("training.monitor.after_poll")  # the provider has moved on; the cursor is not stored yet
     async with db.unit_of_work() as uow:
         await handlers.record_snapshot(uow, job_id, snapshot, settings)
 

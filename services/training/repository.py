@@ -2,6 +2,8 @@
 except the monitor's, which walks every organization's active jobs."""
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -9,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.training import domain
 from services.training.models import AuditEntry, Budget, DatasetVersion, FineTuningJob, JobEvent, JobMetric
@@ -50,6 +52,34 @@ async def get_job(session: AsyncSession, organization: str, job_id: uuid.UUID, *
 async def lock_job(session: AsyncSession, job_id: uuid.UUID):
     stmt = select(FineTuningJob).where(FineTuningJob.id == job_id).with_for_update()
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+@asynccontextmanager
+async def job_claim(engine: AsyncEngine, job_id: uuid.UUID) -> AsyncIterator[bool]:
+    """Yields whether this process now holds the job's advisory lock, which it keeps until the block
+    ends. Monitors hold it while a provider call for the job is in flight, so that two replicas never
+    submit or poll the same job at once. It is a session lock on a connection of its own, outside
+    any transaction, so no transaction stays open during the provider call; a crashed process's
+    connection closes and PostgreSQL releases its locks."""
+    key = f"training.job:{job_id}"
+    async with engine.connect() as conn:
+        held = (await conn.execute(select(func.pg_try_advisory_lock(func.hashtextextended(key, 0))))).scalar_one()
+        await conn.commit()
+        try:
+            yield held
+        finally:
+            if held:
+                await _unlock(conn, key)
+
+
+async def _unlock(conn, key: str) -> None:
+    try:
+        await conn.execute(select(func.pg_advisory_unlock(func.hashtextextended(key, 0))))
+        await conn.commit()
+    except BaseException:
+        # Never hand a connection that may still hold the lock back to the pool: closing it releases the lock.
+        await conn.invalidate()
+        raise
 
 
 async def list_jobs(session: AsyncSession, organization: str, f: JobFilter, limit: int) -> list[FineTuningJob]:

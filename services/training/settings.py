@@ -49,6 +49,7 @@ class TrainingSettings(BaseSettings):
     rlhf_training_poll_interval: float = 5.0
     rlhf_training_progress_interval: float = 30.0  # at most one JobProgressed per job per interval
     rlhf_training_max_submit_attempts: int = 8
+    rlhf_training_monitor_concurrency: int = 4  # jobs polled at once by one monitor
 
     rlhf_training_prices: dict[str, float] = Field(default_factory=dict)
 

@@ -3,7 +3,8 @@ OpenAPI description: every request it receives and every response it sends is va
 openapi-core, and violations are kept in `violations` for the tests to assert on.
 
 Jobs move one stage per retrieve: validating_files -> queued -> running (one training step per
-retrieve, each a `metrics` event, a checkpoint per epoch) -> succeeded. A job whose suffix
+retrieve, each a `metrics` event, a checkpoint per epoch) -> succeeded. Listing jobs honours the
+`metadata[k]=v` filter and `after` cursor of the contract. A job whose suffix
 contains "fail" fails while running; `fail_next_creates(n, status)` answers the next n job
 creations with an error (429/5xx exercise the client's retries).
 """
@@ -37,7 +38,8 @@ def contract_path() -> Path:
 def _openapi_30_idioms_as_31(node: Any) -> Any:
     """The document says `openapi: 3.1.0` but keeps some 3.0 spellings: `exclusiveMinimum: true`
     next to `minimum` (in 3.1 a number, else every value <= 1 would fail), `nullable: true`, and
-    `type: string, format: binary` for file parts. Read them as their authors meant them."""
+    `type: string, format: binary` for file parts. Read them as their authors meant them (a nullable
+    parameter keeps its one type: see below)."""
     if isinstance(node, list):
         return [_openapi_30_idioms_as_31(n) for n in node]
     if not isinstance(node, dict):
@@ -53,6 +55,11 @@ def _openapi_30_idioms_as_31(node: Any) -> Any:
     if out.get("type") == "string" and out.get("format") == "binary":
         # A file part: 3.1 describes raw bytes by leaving out `type` (the format still checks it).
         out.pop("type")
+    if "in" in out and isinstance(out.get("schema"), dict) and isinstance(out["schema"].get("type"), list):
+        # A parameter: openapi-core picks its style deserializer by one `type`, and a query string
+        # has no JSON null to carry (the list endpoint spells "no metadata" as the literal `metadata=null`).
+        types = [t for t in out["schema"]["type"] if t != "null"]
+        out["schema"] = {**out["schema"], "type": types[0]} if len(types) == 1 else out["schema"]
     return out
 
 
@@ -102,6 +109,7 @@ class OpenAIFake:
         self.contract = load_contract(self.base_url)
         self.violations: list[str] = []
         self.requests: list[tuple[str, str]] = []
+        self.create_requests: list[dict[str, Any]] = []  # bodies of POST /fine_tuning/jobs that got past faults
         self.files: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, FakeJob] = {}
         self._ids = itertools.count(1)
@@ -116,7 +124,14 @@ class OpenAIFake:
         self._failures.extend([status] * n)
 
     def job_for(self, rlhf_job_id: str) -> FakeJob | None:
-        return next((j for j in self.jobs.values() if (j.metadata or {}).get("rlhf_job_id") == rlhf_job_id), None)
+        return next(iter(self.jobs_for(rlhf_job_id)), None)
+
+    def jobs_for(self, rlhf_job_id: str) -> list[FakeJob]:
+        """Every fine-tuning job created for one of our jobs (more than one would be a double bill)."""
+        return [j for j in self.jobs.values() if (j.metadata or {}).get("rlhf_job_id") == rlhf_job_id]
+
+    def creates_for(self, rlhf_job_id: str) -> int:
+        return sum(1 for b in self.create_requests if (b.get("metadata") or {}).get("rlhf_job_id") == rlhf_job_id)
 
     def start(self) -> "OpenAIFake":
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
@@ -184,6 +199,7 @@ class OpenAIFake:
                 return JSONResponse({"error": {"message": f"injected {status}", "type": "server_error",
                                                "param": None, "code": None}}, status_code=status)
             body = await request.json()
+            self.create_requests.append(body)
             if body["training_file"] not in self.files:
                 return JSONResponse({"error": {"message": f"file {body['training_file']} not found",
                                                "type": "invalid_request_error", "param": "training_file",
@@ -202,9 +218,14 @@ class OpenAIFake:
             return self._job_json(job)
 
         @app.get("/v1/fine_tuning/jobs")
-        async def list_jobs(limit: int = 20):
-            jobs = sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)[:limit]
-            return {"object": "list", "data": [self._job_json(j) for j in jobs], "has_more": False}
+        async def list_jobs(request: Request, after: str | None = None, limit: int = 20):
+            wanted = _metadata_filter(request)
+            newest_first = sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)
+            if after:
+                newest_first = [j for j in newest_first if j.id < after]
+            matching = [j for j in newest_first if _matches(j.metadata, wanted)]
+            return {"object": "list", "data": [self._job_json(j) for j in matching[:limit]],
+                    "has_more": len(matching) > limit}
 
         @app.get("/v1/fine_tuning/jobs/{job_id}")
         async def retrieve(job_id: str):
@@ -303,6 +324,21 @@ class OpenAIFake:
             "hyperparameters": {"n_epochs": job.n_epochs, "batch_size": "auto", "learning_rate_multiplier": "auto"},
             "metadata": job.metadata, "estimated_finish": None,
         }
+
+
+def _metadata_filter(request: Request) -> dict[str, str] | None:
+    """The `metadata` query parameter (deepObject, explode): `metadata[k]=v` pairs to match, or the
+    literal `metadata=null` for jobs without metadata (returned as None); {} filters nothing."""
+    if request.query_params.get("metadata") == "null":
+        return None
+    return {key[len("metadata["):-1]: value for key, value in request.query_params.multi_items()
+            if key.startswith("metadata[") and key.endswith("]")}
+
+
+def _matches(metadata: dict[str, str] | None, wanted: dict[str, str] | None) -> bool:
+    if wanted is None:
+        return not metadata
+    return all((metadata or {}).get(k) == v for k, v in wanted.items())
 
 
 def _not_found(job_id: str) -> JSONResponse:

@@ -1,8 +1,14 @@
 """Local LoRA fine-tuning with TRL on this machine: each job runs `services.training.worker` in its
 own process (its own session, so it outlives a restart of the service), in a job directory that
-holds its spec, its training file and the JSON-lines event log the poller reads from an offset."""
+holds its spec, its training file and the JSON-lines event log the poller reads from an offset.
+
+A worker is started at most once per job: the service takes an exclusive lock on the job
+directory's `worker.lock` and hands it to the worker, which holds it for as long as it lives. A
+submit retried after a crash (the worker started, the service died before storing that) finds the
+lock held, or the worker's traces when it has already ended, and adopts that run."""
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -33,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
 }
 SFT_KEYS = set(DEFAULTS) - {"beta"}
 PID_FILE = "worker.pid"
+LOCK_FILE = "worker.lock"  # held by the job's worker for its whole life
 
 
 class HuggingFaceProvider:
@@ -72,11 +79,7 @@ class HuggingFaceProvider:
         return None  # nothing to reach
 
     async def submit(self, job: JobSpec, settings: TrainingSettings) -> Submission:
-        job_dir = settings.workdir() / job.job_id
-        await asyncio.to_thread(_prepare, job_dir, job)
-        if _running_workers(settings) >= settings.rlhf_training_max_local_workers:
-            raise ProviderError("all local training slots are busy", transient=True)
-        await asyncio.to_thread(_spawn, job_dir)
+        await asyncio.to_thread(_start_once, settings.workdir() / job.job_id, job, settings)
         return Submission(job.job_id, "spawned", domain.QUEUED)
 
     async def poll(self, provider_job_id: str, cursor: dict[str, Any], settings: TrainingSettings) -> Snapshot:
@@ -92,8 +95,46 @@ class HuggingFaceProvider:
                 pass
 
 
-def _prepare(job_dir: Path, job: JobSpec) -> None:
+def _start_once(job_dir: Path, job: JobSpec, settings: TrainingSettings) -> None:
+    """Starts the job's worker unless one is running or has run (then the poller follows that one)."""
     job_dir.mkdir(parents=True, exist_ok=True)
+    lock = _take_lock(job_dir)
+    if lock is None:  # a worker started by an earlier attempt is still running
+        return
+    try:
+        if (job_dir / PID_FILE).exists() or (job_dir / worker.EVENTS_FILE).exists():
+            return  # a worker ran and ended: its event log has the outcome
+        if _running_workers(settings) >= settings.rlhf_training_max_local_workers:
+            raise ProviderError("all local training slots are busy", transient=True)
+        _prepare(job_dir, job)
+        _spawn(job_dir, lock)
+    finally:
+        os.close(lock)  # the worker keeps its own copy of the lock
+
+
+def _take_lock(job_dir: Path) -> int | None:
+    """A descriptor holding the job directory's exclusive lock, or None when someone holds it."""
+    fd = os.open(job_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _lock_held(job_dir: Path) -> bool:
+    if not (job_dir / LOCK_FILE).exists():
+        return False
+    fd = _take_lock(job_dir)
+    if fd is None:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    return False
+
+
+def _prepare(job_dir: Path, job: JobSpec) -> None:
     store_url = get_settings().object_store_url()
     with object_store_from_url(store_url).open(job.training_url) as src:
         (job_dir / "train.jsonl").write_bytes(src.read())
@@ -109,12 +150,14 @@ def _prepare(job_dir: Path, job: JobSpec) -> None:
     (job_dir / worker.SPEC_FILE).write_text(json.dumps(spec))
 
 
-def _spawn(job_dir: Path) -> None:
-    """Starts the worker in its own session, so it outlives a restart of the service."""
+def _spawn(job_dir: Path, lock: int) -> None:
+    """Starts the worker in its own session, so it outlives a restart of the service. It inherits
+    the locked descriptor (flock locks belong to the open file, shared across fork), so the lock is
+    held exactly as long as the worker lives."""
     with (job_dir / "worker.log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.training.worker", str(job_dir)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd(),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd(), pass_fds=(lock,),
         )
     (job_dir / PID_FILE).write_text(f"{process.pid} {psutil.Process(process.pid).create_time()}")
 
@@ -157,7 +200,7 @@ def _read_events(job_dir: Path, cursor: dict[str, Any]) -> Snapshot:
         if line.strip():
             _apply(json.loads(line), snapshot)
     snapshot.cursor["offset"] = offset + len(complete)
-    if snapshot.status not in domain.TERMINAL and _worker(job_dir) is None:
+    if snapshot.status not in domain.TERMINAL and _worker(job_dir) is None and not _lock_held(job_dir):
         # Read once more: the worker may have written its last line just before exiting.
         if not _finished(job_dir):
             snapshot.provider_status, snapshot.status = "exited", domain.FAILED

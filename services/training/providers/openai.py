@@ -1,6 +1,10 @@
 """OpenAI fine-tuning through the official SDK: upload the files, create the job with `method`
 supervised or dpo, then poll the job, its events (metrics) and checkpoints, or cancel it.
 
+Every job we create carries our job id in its metadata, and submit first looks for a job with
+that metadata (the list endpoint's metadata filter): a crash between OpenAI accepting the job and
+our storing its id does not start a second, billed job when the monitor tries again.
+
 The SDK retries rate limits, 5xx and connection errors with backoff (max_retries); what is still
 failing after that is reported as a transient ProviderError, so the monitor tries again later.
 """
@@ -82,6 +86,9 @@ class OpenAIProvider:
 
     async def submit(self, job: JobSpec, settings: TrainingSettings) -> Submission:
         async with self.client(settings) as client, _translated():
+            started = await _job_started_for(client, job.job_id)
+            if started is not None:  # an earlier attempt got through, then we crashed before storing its id
+                return Submission(started.id, started.status, map_status(started.status))
             training_file = await _upload(client, job.training_url, f"{job.job_id}-train.jsonl")
             extra: dict[str, Any] = {}
             if job.validation_url:
@@ -137,6 +144,13 @@ def _read_event(event, snapshot: Snapshot) -> None:
             snapshot.total_steps = int(data["total_steps"])
     else:
         snapshot.messages.append(f"[{event.level}] {event.message}")
+
+
+async def _job_started_for(client: AsyncOpenAI, rlhf_job_id: str):
+    """The OpenAI job an earlier submit of ours created for this job, found by its metadata."""
+    page = await client.fine_tuning.jobs.list(metadata={"rlhf_job_id": rlhf_job_id}, limit=10)
+    ours = [j for j in page.data if (j.metadata or {}).get("rlhf_job_id") == rlhf_job_id]
+    return min(ours, key=lambda j: j.created_at, default=None)
 
 
 async def _upload(client: AsyncOpenAI, url: str, filename: str) -> str:
