@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import boto3
-import httpx
 import pytest
 import pytest_asyncio
 
@@ -22,9 +21,9 @@ from shared.db import Database
 from shared.events import DatasetExported
 from shared.infra import free_port
 from shared.objectstore import object_store_from_url
-from shared.service import build_app
 from shared.settings import get_settings
 from tests.fakes.openai_fake import OpenAIFake, contract_path
+from tests.support import in_process_api, service_database
 
 BEDROCK_ROLE = "arn:aws:iam::123456789012:role/rlhf-bedrock-fine-tuning"
 FAKES: dict = {}
@@ -77,16 +76,14 @@ def openai_fake() -> OpenAIFake:
 
 @pytest_asyncio.fixture(scope="session")
 async def training_db(migrated):
-    db = Database(migrated.database_url, schema=SPEC.schema, producer=SPEC.name, pool_size=5)
-    yield db
-    await db.dispose()
+    async with service_database(SPEC, migrated.database_url) as db:
+        yield db
 
 
 @pytest_asyncio.fixture
 async def api(training_db, settings):
     """The training service's HTTP app in-process, on the real database."""
-    app = build_app(SPEC, training_db, settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://training") as client:
+    async with in_process_api(SPEC, training_db, settings) as client:
         yield client
 
 
