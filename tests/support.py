@@ -6,13 +6,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from shared.db import Database
 from shared.events import Envelope, Event
+from shared.infra import TansuBroker
 from shared.service import ServiceSpec, build_app
 from shared.settings import Settings
 
@@ -122,3 +125,21 @@ async def in_process_api(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=f"http://{spec.name}", timeout=120) as client:
         yield client
+
+
+@asynccontextmanager
+async def isolated_infrastructure(server_url: str, prefix: str) -> AsyncIterator[tuple[str, TansuBroker]]:
+    """A database of its own on the test server and a broker of its own, for tests that kill
+    processes: no other relay or consumer can do the work a crashed one left behind."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    parts = urlsplit(server_url)
+    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    broker = TansuBroker().start()
+    try:
+        yield url, broker
+    finally:
+        broker.stop()
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

@@ -9,9 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import orjson
 import pytest
@@ -26,38 +24,26 @@ from services.feedback.models import Feedback, outbox
 from shared.consumer import IdempotentConsumer, processed_events_table
 from shared.db import Database
 from shared.events import FeedbackReceived, FeedbackSubmitted
-from shared.infra import TansuBroker, ensure_topics
+from shared.infra import ensure_topics
 from shared.migrations import create_backbone_tables
 from shared.service import build_app
 from shared.settings import Settings
-from tests.support import KafkaProbe, envelope_of, eventually
+from tests.support import KafkaProbe, envelope_of, eventually, isolated_infrastructure
 
 pytestmark = pytest.mark.asyncio
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
 @pytest_asyncio.fixture
 async def isolated(migrated):
     """A fresh database (migrated) and a fresh broker (topics made) for one test."""
-    name = f"crash_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(migrated.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(migrated.database_url, name)
-    broker = TansuBroker().start()
-    await migrate_all(url)
-    await ensure_topics(broker.bootstrap, SPEC.topics)
-    db = Database(url, schema=SPEC.schema, producer=SPEC.name, pool_size=3)
-    probe = KafkaProbe(broker.bootstrap)
-    yield {"url": url, "bootstrap": broker.bootstrap, "db": db, "kafka": probe}
-    await probe.close()
-    await db.dispose()
-    broker.stop()
-    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await admin.close()
+    async with isolated_infrastructure(migrated.database_url, "crash") as (url, broker):
+        await migrate_all(url)
+        await ensure_topics(broker.bootstrap, SPEC.topics)
+        db = Database(url, schema=SPEC.schema, producer=SPEC.name, pool_size=3)
+        probe = KafkaProbe(broker.bootstrap)
+        yield {"url": url, "bootstrap": broker.bootstrap, "db": db, "kafka": probe}
+        await probe.close()
+        await db.dispose()
 
 
 def start_role(env: dict, role: str, **extra: str) -> subprocess.Popen:

@@ -16,9 +16,7 @@ import os
 import subprocess
 import sys
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import psutil
 import pytest
 import pytest_asyncio
@@ -31,9 +29,9 @@ from services.training.providers.base import JobSpec
 from services.training.settings import TrainingSettings
 from shared.db import Database
 from shared.events import JobCompleted, JobFailed, JobProgressed, JobStarted
-from shared.infra import TansuBroker, ensure_topics
+from shared.infra import ensure_topics
 from shared.service import migrate
-from tests.support import KafkaProbe, envelope_of, eventually, of_org
+from tests.support import KafkaProbe, envelope_of, eventually, isolated_infrastructure, of_org
 from tests.training.conftest import export_dataset, record_export
 
 pytestmark = pytest.mark.asyncio
@@ -43,34 +41,22 @@ JOB_TOPICS = [JobStarted.topic(), JobProgressed.topic(), JobCompleted.topic(), J
 SERVICE_ROLES = ("consumer", "relay", "background")
 
 
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
 @pytest_asyncio.fixture
 async def isolated(migrated):
     """A fresh database (training schema migrated) and a fresh broker (topics made) for one test."""
-    name = f"training_restart_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(migrated.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(migrated.database_url, name)
-    broker = TansuBroker().start()
-    await ensure_topics(broker.bootstrap, SPEC.topics)
-    db = Database(url, schema=SPEC.schema, producer="tests", pool_size=3)
-    await migrate(SPEC, db)
-    probe = KafkaProbe(broker.bootstrap)
-    processes: list[subprocess.Popen] = []
-    yield {"url": url, "bootstrap": broker.bootstrap, "db": db, "kafka": probe, "processes": processes}
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
-    await probe.close()
-    await db.dispose()
-    broker.stop()
-    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    await admin.close()
+    async with isolated_infrastructure(migrated.database_url, "training_restart") as (url, broker):
+        await ensure_topics(broker.bootstrap, SPEC.topics)
+        db = Database(url, schema=SPEC.schema, producer="tests", pool_size=3)
+        await migrate(SPEC, db)
+        probe = KafkaProbe(broker.bootstrap)
+        processes: list[subprocess.Popen] = []
+        yield {"url": url, "bootstrap": broker.bootstrap, "db": db, "kafka": probe, "processes": processes}
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)
+        await probe.close()
+        await db.dispose()
 
 
 def start_training(env: dict, roles=SERVICE_ROLES, **extra: str) -> subprocess.Popen:
