@@ -3,6 +3,7 @@ feedback through the gateway, FeedbackReceived on the broker, Ctrl-C, and state 
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rlhf.stack import SERVICES
 from shared.events import FeedbackReceived
 from shared.infra import free_port
 from tests.support import KafkaProbe, envelope_of, of_org
@@ -50,11 +52,20 @@ def interrupt(process: subprocess.Popen) -> str:
     return out
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def ports_for_up() -> dict[str, int]:
-    # consecutive service ports: find a base whose next few ports are free too
+    """`rlhf up` puts the services on consecutive ports: find a base whose next ones are free too."""
     while True:
         base = free_port()
-        if base < 60000:
+        if base + len(SERVICES) < 65536 and all(port_is_free(base + i) for i in range(len(SERVICES))):
             return {"gateway": free_port(), "services": base, "kafka": free_port()}
 
 
