@@ -6,6 +6,7 @@ delivery is at least once, and consumers dedupe by event_id (see shared/consumer
 """
 
 import asyncio
+import random
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -128,7 +129,7 @@ def crc32_partitioner(key: bytes | None, all_partitions: list[int], available: l
     was a third of the relay's send loop. Only our relays produce these topics, so no other client
     needs to agree on the hash."""
     if key is None:
-        return (available or all_partitions)[zlib.crc32(uuid.uuid4().bytes) % len(available or all_partitions)]
+        return random.choice(available or all_partitions)
     return all_partitions[zlib.crc32(key) % len(all_partitions)]
 
 

@@ -83,3 +83,19 @@ def test_events_are_frozen():
                              created_at="2026-01-01T00:00:00Z", source="http")
     with pytest.raises(ValidationError):
         event.query = "changed"
+
+
+def test_outbox_encoding_decodes_back_to_the_same_event_and_keys_by_entity():
+    from shared.outbox import crc32_partitioner, encode
+
+    event = FeedbackReceived(query="q", response="r", feedback_type="thumbs_up", feedback_id=uuid.uuid4(),
+                             created_at="2026-01-01T00:00:00Z", source="http")
+    message = encode(event, organization="acme", producer="feedback", correlation_id="c-9")
+    envelope = Envelope.model_validate_json(message.envelope)
+    assert decode_payload(envelope) == event
+    assert (envelope.organization, envelope.correlation_id, envelope.producer) == ("acme", "c-9", "feedback")
+    assert (message.topic, message.key, message.event_id) == (
+        "rlhf.feedback.received.v1", str(event.feedback_id), envelope.event_id
+    )
+    key = message.key.encode()
+    assert crc32_partitioner(key, [0, 1, 2], [0, 1, 2]) == crc32_partitioner(key, [0, 1, 2], [1])
