@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, Text, func, text
+from sqlalchemy import Computed, DateTime, Float, ForeignKey, Index, Integer, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -71,6 +71,15 @@ class PreferencePair(Base):
     source_feedback_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)), server_default="{}")
     strategy: Mapped[str] = mapped_column(Text, server_default="manual")
     source_key: Mapped[str | None] = mapped_column(Text)
+    # Computed by PostgreSQL on every write (migration 0002): the split / near-duplicate prompt key
+    # and the exact-duplicate key, so an export never recomputes them.
+    prompt_key: Mapped[str] = mapped_column(
+        Text, Computed("regexp_replace(lower(query), '[^[:alnum:]]+', '', 'g')", persisted=True)
+    )
+    exact_key: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        Computed("md5(query || chr(1) || chosen_response || chr(1) || rejected_response)::uuid", persisted=True),
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -78,6 +87,7 @@ class PreferencePair(Base):
         Index("ix_preference_pairs_org_created", "organization", text("created_at DESC"), text("id DESC")),
         Index("ix_preference_pairs_dataset", "dataset_id"),
         Index("uq_preference_pairs_dataset_source", "dataset_id", "source_key", unique=True),
+        Index("ix_preference_pairs_dataset_exact", "dataset_id", "exact_key", "id"),
     )
 
 

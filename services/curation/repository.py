@@ -18,8 +18,8 @@ PROMPT_KEY = "regexp_replace(lower({col}), '[^[:alnum:]]+', '', 'g')"
 SPLIT_BUCKETS = 1_000_000
 
 
-def in_validation_sql(col: str) -> str:
-    return f"(abs(hashtextextended({PROMPT_KEY.format(col=col)}, $3)) % {SPLIT_BUCKETS}) < $4"
+# An example's side of the split, from its (stored or computed) prompt key.
+IN_VALIDATION = f"(abs(hashtextextended(prompt_key, $3)) % {SPLIT_BUCKETS}) < $4"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,79 +327,82 @@ async def get_feedback_view(session: AsyncSession, organization: str, feedback_i
 # Validation and export: plain SQL over one dataset's examples ($1 organization, $2 dataset id or
 # member ids, $3 split seed, $4 validation bucket cut).
 
+# Besides the example's fields each row has its prompt key, its exact-duplicate key and its id as a
+# uuid (the order of duplicates). Pairs store both keys (migration 0002: generated columns, one
+# expression for every write path); instruction members, from the projection, compute them here.
 PAIR_EXAMPLES = f"""
     SELECT id::text AS id, query AS prompt, chosen_response AS chosen, rejected_response AS rejected,
            preference_strength AS strength, context_documents::text AS context, annotator_email AS annotator,
-           annotation_notes AS notes, source_feedback_ids::text[] AS feedback_ids, strategy
+           annotation_notes AS notes, source_feedback_ids::text[] AS feedback_ids, strategy,
+           prompt_key, exact_key, id AS uid
     FROM "{SCHEMA}".preference_pairs WHERE organization = $1 AND dataset_id = $2"""
 
+EXACT_KEY = "md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, ''))::uuid"
+
 INSTRUCTION_EXAMPLES = f"""
-    SELECT feedback_id::text AS id, query AS prompt,
-           COALESCE(review_correction, value_correction, response) AS chosen, NULL::text AS rejected,
-           NULL::float AS strength, '[]' AS context, NULL::text AS annotator, NULL::text AS notes,
-           ARRAY[feedback_id::text] AS feedback_ids, 'approved_feedback' AS strategy
-    FROM "{SCHEMA}".feedback_projection
-    WHERE organization = $1 AND feedback_id = ANY($2::uuid[]) AND status = 'approved' AND query IS NOT NULL"""
+    SELECT *, {PROMPT_KEY.format(col="prompt")} AS prompt_key, {EXACT_KEY} AS exact_key FROM (
+        SELECT feedback_id::text AS id, query AS prompt,
+               COALESCE(review_correction, value_correction, response) AS chosen, NULL::text AS rejected,
+               NULL::float AS strength, '[]' AS context, NULL::text AS annotator, NULL::text AS notes,
+               ARRAY[feedback_id::text] AS feedback_ids, 'approved_feedback' AS strategy, feedback_id AS uid
+        FROM "{SCHEMA}".feedback_projection
+        WHERE organization = $1 AND feedback_id = ANY($2::uuid[]) AND status = 'approved' AND query IS NOT NULL
+    ) members"""
 
 
 def examples_sql(dataset_type: str) -> str:
     return INSTRUCTION_EXAMPLES if dataset_type == "instruction_tuning" else PAIR_EXAMPLES
 
 
-EXACT_KEY = "md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, ''))::uuid"
-
-
 def export_sql(dataset_type: str) -> str:
     """Each distinct example once (exact duplicates dropped, the lowest id kept), in a stable order,
-    with its side of the split: the same data always gives the same file. The key is the md5 as a
-    uuid: 16 bytes compared with memcmp sort faster than its 32-character text, in the same order."""
+    with its side of the split: the same data always gives the same file. For pairs the order is the
+    index (dataset_id, exact_key, id), so no rows are sorted; the uuid id orders like its text."""
     return f"""
-        SELECT DISTINCT ON (dedupe_key) *, {in_validation_sql("prompt")} AS in_validation FROM (
-            SELECT e.*, {EXACT_KEY} AS dedupe_key
-            FROM ({examples_sql(dataset_type)}) e) keyed
-        ORDER BY dedupe_key, id"""
+        SELECT DISTINCT ON (exact_key) *, {IN_VALIDATION} AS in_validation
+        FROM ({examples_sql(dataset_type)}) e
+        ORDER BY exact_key, uid"""
 
 
 def rule_counts_sql(dataset_type: str) -> str:
     """Counts for every row-level rule in one pass. $5: the token limit in bytes (or NULL).
 
-    Each example's prompt key (a regexp_replace, a costly expression) is worked out once, keys are
-    md5 uuids, and the per-split counts need one DISTINCT, not two: exact duplicates share their
-    prompt, so their side. Near duplicates share their prompt key, so only examples whose prompt key
-    is not unique get the costlier normalisation of their answers; for the others the prompt key
-    alone tells them apart. No prompt can be on both sides of the split: the side is a function of
-    the prompt key."""
+    The prompt and exact keys are read, not computed (for pairs), and the materialised rows are
+    narrow: flags and keys, not texts. The per-split counts need one DISTINCT, not two: exact
+    duplicates share their prompt, so their side. Near duplicates share their prompt key, so only
+    examples whose prompt key is not unique get the costlier normalisation of their answers; for the
+    others the prompt key alone tells them apart. No prompt can be on both sides of the split: the
+    side is a function of the prompt key."""
     near_answers = " || chr(1) || ".join(PROMPT_KEY.format(col=c) for c in ("chosen", "coalesce(rejected, '')"))
     return f"""
         WITH keyed AS MATERIALIZED (
-            SELECT prompt, chosen, rejected, {PROMPT_KEY.format(col="prompt")} AS prompt_key,
-                   octet_length(prompt) + octet_length(chosen) + coalesce(octet_length(rejected), 0) AS bytes
+            SELECT uid, prompt_key, exact_key, {IN_VALIDATION} AS in_validation,
+                   octet_length(prompt) + octet_length(chosen) + coalesce(octet_length(rejected), 0) AS bytes,
+                   coalesce(btrim(prompt) = '' OR btrim(chosen) = '' OR btrim(rejected) = '', false) AS empty,
+                   coalesce(rejected IS NOT NULL AND btrim(chosen) = btrim(rejected), false) AS same
             FROM ({examples_sql(dataset_type)}) x),
-        shared_prompts AS (SELECT prompt_key FROM keyed GROUP BY prompt_key HAVING count(*) > 1)
+        shared_prompts AS (SELECT prompt_key FROM keyed GROUP BY prompt_key HAVING count(*) > 1),
+        shared_near AS (
+            SELECT count(DISTINCT md5(x.prompt_key || chr(1) || {near_answers})) AS n
+            FROM ({examples_sql(dataset_type)}) x JOIN shared_prompts s ON s.prompt_key = x.prompt_key)
         SELECT
             count(*) AS total,
             count(DISTINCT exact_key) AS distinct_exact,
-            count(DISTINCT near_key) AS distinct_near,
+            count(DISTINCT prompt_key) - (SELECT count(*) FROM shared_prompts) + (SELECT n FROM shared_near)
+                AS distinct_near,
             count(*) FILTER (WHERE empty) AS empty_field,
             count(*) FILTER (WHERE same) AS chosen_is_rejected,
             count(*) FILTER (WHERE $5::bigint IS NOT NULL AND bytes > $5::bigint) AS too_long,
             count(DISTINCT exact_key) FILTER (WHERE in_validation) AS validation_rows,
             0 AS split_overlap
-        FROM (
-            SELECT bytes, {EXACT_KEY} AS exact_key,
-                   md5(k.prompt_key || chr(1) || CASE WHEN s.prompt_key IS NULL THEN '' ELSE {near_answers} END)::uuid
-                       AS near_key,
-                   coalesce(btrim(prompt) = '' OR btrim(chosen) = '' OR btrim(rejected) = '', false) AS empty,
-                   coalesce(rejected IS NOT NULL AND btrim(chosen) = btrim(rejected), false) AS same,
-                   (abs(hashtextextended(k.prompt_key, $3)) % {SPLIT_BUCKETS}) < $4 AS in_validation
-            FROM keyed k LEFT JOIN shared_prompts s ON s.prompt_key = k.prompt_key) e"""
+        FROM keyed"""
 
 
 def rule_examples_sql(dataset_type: str, condition: str) -> str:
     return f"""
         SELECT id, left(prompt, 200) AS prompt FROM (
             SELECT *, octet_length(prompt) + octet_length(chosen) + coalesce(octet_length(rejected), 0) AS bytes,
-                   {in_validation_sql("prompt")} AS in_validation
+                   {IN_VALIDATION} AS in_validation
             FROM ({examples_sql(dataset_type)}) x) e
         WHERE {condition} ORDER BY id LIMIT 3"""
 
@@ -411,9 +414,10 @@ DUPLICATE_EXAMPLES = """
 
 def duplicate_examples_sql(dataset_type: str, near: bool) -> str:
     if near:
-        key = " || chr(1) || ".join(PROMPT_KEY.format(col=c) for c in ("prompt", "chosen", "coalesce(rejected, '')"))
+        answers = (PROMPT_KEY.format(col=c) for c in ("chosen", "coalesce(rejected, '')"))
+        key = " || chr(1) || ".join(["prompt_key", *answers])
     else:
-        key = EXACT_KEY
+        key = "exact_key"
     return DUPLICATE_EXAMPLES.format(examples=examples_sql(dataset_type), key=key)
 
 

@@ -159,6 +159,29 @@ async def test_instruction_dataset_counts_approved_members(api, make_key, org, f
     assert (await api.get(f"/api/training-datasets/{ds['id']}", headers=h)).json()["sample_count"] == 1
 
 
+async def test_duplicate_counts_follow_pair_edits(api, make_key, org):
+    """The duplicate and prompt keys are stored with each pair: an edit must move them along."""
+    h = await make_key(org)
+    ds = await make_dataset(api, h)
+    ids = [(await api.post("/api/preference-pairs", json=pair(ds["id"], i), headers=h)).json()["id"] for i in range(3)]
+
+    async def duplicates() -> tuple[int, int]:
+        r = await api.post(f"/api/training-datasets/{ds['id']}/validate", json={"format": "openai_dpo"}, headers=h)
+        rules = {x["rule"]: x for x in r.json()["rules"]}
+        return rules["exact_duplicate"]["count"], rules["near_duplicate"]["count"]
+
+    assert await duplicates() == (0, 0)
+    first = pair(ds["id"], 0)
+    same = {k: first[k] for k in ("query", "chosen_response", "rejected_response")}
+    assert (await api.patch(f"/api/preference-pairs/{ids[1]}", json=same, headers=h)).status_code == 200
+    near = dict(same, query=first["query"].upper() + "!!")
+    assert (await api.patch(f"/api/preference-pairs/{ids[2]}", json=near, headers=h)).status_code == 200
+    assert await duplicates() == (1, 1)
+    assert (await api.patch(f"/api/preference-pairs/{ids[1]}", json={"query": "Something else?"},
+                            headers=h)).status_code == 200
+    assert await duplicates() == (0, 1)
+
+
 async def test_validation_report_counts_rules_with_examples(api, make_key, org):
     h = await make_key(org)
     ds = await make_dataset(api, h)
