@@ -47,7 +47,7 @@ def start_up(data_dir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen, l
 
 def interrupt(process: subprocess.Popen) -> str:
     process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=60)
+    out, _ = process.communicate(timeout=180)  # generous: the machine may be busy with other work
     assert process.returncode == 0, out
     return out
 
