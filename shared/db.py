@@ -5,7 +5,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -81,9 +80,6 @@ class UnitOfWork:
         self._pending.append(
             encode(event, organization=organization, producer=self._outbox.producer, correlation_id=correlation_id)
         )
-
-    async def connection(self) -> AsyncConnection:
-        return await self.session.connection()
 
 
 class Database:

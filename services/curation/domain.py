@@ -80,10 +80,6 @@ def check_member_kind(dataset_type: str, *, pairs: bool) -> None:
         raise Invalid("feedback_ids", f"a {dataset_type} dataset holds preference pairs, not feedback items")
 
 
-def rating_strength(high: float, low: float) -> float:
-    return min(1.0, max(0.0, (high - low) / RATING_SPAN))
-
-
 @dataclass(frozen=True)
 class RuleResult:
     rule: str

@@ -66,11 +66,6 @@ def check_format(fmt: str, dataset_type: str) -> None:
         )
 
 
-def estimate_tokens(*texts: str | None) -> int:
-    size = sum(len(t.encode()) for t in texts if t)
-    return -(-size // BYTES_PER_TOKEN)
-
-
 @dataclass(frozen=True)
 class Record:
     """One masked example, whatever its origin: a preference pair, or an approved feedback item

@@ -11,7 +11,7 @@ from typing import Any
 
 from services.curation import domain, formats, repository
 from services.curation.export import CHUNK_ROWS, ExportWriter, LineRejected, prefetched, to_record, write_manifest
-from services.curation.models import DatasetExport, FeedbackView, PreferencePair, TrainingDataset
+from services.curation.models import DatasetExport, PreferencePair, TrainingDataset
 from services.curation.pii import Masker
 from shared.consumer import Delivery
 from shared.db import Database, UnitOfWork
@@ -226,10 +226,6 @@ async def project_reviewed_feedback(uow: UnitOfWork, deliveries: Sequence[Delive
     for organization in {r["organization"] for r in latest.values()}:
         ids = [r["feedback_id"] for r in latest.values() if r["organization"] == organization]
         await repository.recount_instruction_datasets(uow.session, organization, ids)
-
-
-async def feedback_view(uow: UnitOfWork, organization: str, feedback_id: uuid.UUID) -> FeedbackView | None:
-    return await repository.get_feedback_view(uow.session, organization, feedback_id)
 
 
 # ---------------------------------------------------------------------------------------------

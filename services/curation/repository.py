@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import and_, delete, func, or_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -316,13 +315,6 @@ async def upsert_reviewed(session: AsyncSession, rows: list[dict[str, Any]]) -> 
     await session.execute(stmt)
 
 
-async def get_feedback_view(session: AsyncSession, organization: str, feedback_id: uuid.UUID) -> FeedbackView | None:
-    stmt = select(FeedbackView).where(
-        FeedbackView.organization == organization, FeedbackView.feedback_id == feedback_id
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation and export: plain SQL over one dataset's examples ($1 organization, $2 dataset id or
 # member ids, $3 split seed, $4 validation bucket cut).
@@ -419,10 +411,6 @@ def duplicate_examples_sql(dataset_type: str, near: bool) -> str:
     else:
         key = "exact_key"
     return DUPLICATE_EXAMPLES.format(examples=examples_sql(dataset_type), key=key)
-
-
-def decode_context(raw: str) -> Any:
-    return orjson.loads(raw)
 
 
 # ---------------------------------------------------------------------------------------------
