@@ -94,6 +94,11 @@ class Database:
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.sessions, self.outbox)
 
+    @property
+    def dsn(self) -> str:
+        """The database's address for a plain asyncpg connection (e.g. from another process)."""
+        return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     @asynccontextmanager
     async def read(self):
         async with self.sessions() as session, session.begin():

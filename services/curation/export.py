@@ -1,48 +1,44 @@
-"""Writing an export: examples streamed from a server-side cursor, masked, shaped per format,
-checked against the provider's rules line by line, and written atomically to the object store.
+"""Writing an export: examples shaped per format, PII masked, the row rules tallied, and the files
+written atomically to the object store.
 
-Memory stays flat whatever the dataset's size: rows arrive in chunks, each chunk is formatted and
-written (in a worker thread: file and S3 I/O block) while the next one is fetched. Every file is
-written through the store's atomic writer (temporary file, then rename / one upload), so an
-interrupted export leaves no partial file; the version only becomes visible when the service
+The work is split in two so that it can use every CPU:
+  * `shape` turns rows into lines — the PII screen, the tally, the line and its source entry. It is
+    pure and needs no shared state, so a large export runs it in a pool of processes, one stripe of
+    the dataset each (`run_stripe`: each worker reads its stripe itself, on the export's snapshot,
+    exported with pg_export_snapshot). Small exports run it in the service's process.
+  * `ExportWriter` takes the shaped stripes back in export order and does what needs one place:
+    rows the screen flagged are masked here, in order, so a value gets the same placeholder
+    everywhere and placeholders are numbered by first appearance whatever the number of workers;
+    exact duplicates are dropped; the bytes are hashed and written.
+
+Memory stays flat whatever the dataset's size: a stripe or chunk at a time is in flight per worker.
+Every file is written through the store's atomic writer (temporary file, then rename / one upload),
+so an interrupted export leaves no partial file; the version only becomes visible when the service
 commits it, after every file is in place.
 """
 
 import asyncio
 import hashlib
+import multiprocessing
+import os
+import re
+from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import asyncpg
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from services.curation import formats
 from services.curation.pii import Masker
 
-CHUNK_ROWS = 5000
-PARQUET_SCHEMA = pa.schema(
-    [
-        ("prompt", pa.string()),
-        ("chosen", pa.string()),
-        ("rejected", pa.string()),
-        ("id", pa.string()),
-        ("preference_strength", pa.float64()),
-        ("source_feedback_ids", pa.list_(pa.string())),
-        ("strategy", pa.string()),
-    ]
-)
-
-
-class LineRejected(Exception):
-    """A formatted line breaks the provider's rules: the export stops, nothing is published."""
-
-    def __init__(self, example_id: str, problems: list[str]):
-        super().__init__(f"example {example_id}: {'; '.join(problems)}")
-        self.example_id = example_id
-        self.problems = problems
+CHUNK_ROWS = 5000  # rows per cursor fetch in the service's process
+STRIPE_ROWS = 25_000  # rows per worker task
+PARALLEL_MIN_ROWS = 100_000  # smaller exports are not worth starting worker processes for
+WORKERS = os.cpu_count() or 2
 
 
 class HashingWriter:
@@ -70,24 +66,193 @@ class HashingWriter:
         return self.size
 
 
-def to_record(row: Any, masker: Masker) -> formats.Record:
-    """A database row as a masked Record. Rows without PII (most) skip the per-field masking."""
-    prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
-    context, annotator, notes = row["context"], row["annotator"], row["notes"]
-    joined = "\x00".join(t for t in (prompt, chosen, rejected, context, annotator, notes) if t)
-    if masker.contains_pii(joined):
-        prompt, chosen = masker.mask(prompt), masker.mask(chosen)
-        rejected = masker.mask(rejected) if rejected is not None else None
-        annotator = masker.mask(annotator) if annotator else annotator
-        notes = masker.mask(notes) if notes else notes
-        context_value = masker.mask_json(orjson.loads(context))
-    else:
-        context_value = orjson.loads(context) if context != "[]" else []
-    return formats.Record(
-        id=row["id"], prompt=prompt, chosen=chosen, rejected=rejected, strength=row["strength"],
-        context_documents=context_value, annotator=annotator, notes=notes,
-        feedback_ids=list(row["feedback_ids"] or ()), strategy=row["strategy"],
-    )
+class Tally:
+    """The row-level rules, counted while the examples go by (validation and export are one pass):
+    empty or whitespace-only fields, chosen identical to rejected, over the provider's length limit.
+    Each keeps its first three examples in export order."""
+
+    RULES = ("empty_field", "chosen_equals_rejected", "too_long")
+
+    def __init__(self, max_bytes: int | None):
+        self.max_bytes = max_bytes
+        self.counts = dict.fromkeys(self.RULES, 0)
+        self.examples: dict[str, list[dict]] = {rule: [] for rule in self.RULES}
+
+    def _hit(self, rule: str, example_id: str, prompt: str) -> None:
+        self.counts[rule] += 1
+        if len(self.examples[rule]) < 3:
+            self.examples[rule].append({"id": example_id, "prompt": prompt[:200]})
+
+    def see(self, example_id: str, prompt: str, chosen: str, rejected: str | None) -> None:
+        # str.strip returns the string itself when there is nothing to strip: these are cheap
+        if not prompt.strip() or not chosen.strip() or (rejected is not None and not rejected.strip()):
+            self._hit("empty_field", example_id, prompt)
+        elif rejected is not None and chosen.strip() == rejected.strip():
+            self._hit("chosen_equals_rejected", example_id, prompt)
+        if self.max_bytes is not None:
+            chars = len(prompt) + len(chosen) + (len(rejected) if rejected else 0)
+            # UTF-8 takes at most 4 bytes a character: only long texts need encoding to be sure
+            if chars * 4 > self.max_bytes and sum(len(t.encode()) for t in (prompt, chosen, rejected or "")) > (
+                self.max_bytes
+            ):
+                self._hit("too_long", example_id, prompt)
+
+    def add(self, other: "Tally") -> None:
+        """Adds the tally of the rows that come after this one's."""
+        for rule in self.RULES:
+            self.counts[rule] += other.counts[rule]
+            self.examples[rule] = (self.examples[rule] + other.examples[rule])[:3]
+
+
+CONTEXT = formats.Record._fields.index("context_documents")
+
+
+def masked(record: formats.Record, fields: tuple[int, ...], masker: Masker) -> formats.Record:
+    """The record with PII masked in the fields (positions) the format exports."""
+    values = list(record)
+    for i in fields:
+        text = values[i]
+        if i == CONTEXT:
+            values[i] = orjson.dumps(masker.mask_json(orjson.loads(text))).decode() if text != "[]" else text
+        elif text:
+            values[i] = masker.mask(text)
+    return formats.Record._make(values)
+
+
+@dataclass(frozen=True)
+class Shaping:
+    """How rows become lines (picklable: it travels to the worker processes)."""
+
+    fmt: str
+    system_prompt: str | None
+    max_bytes: int | None
+    dry_run: bool = False  # validation: every line is checked against the provider's rules instead
+
+
+@dataclass
+class Shaped:
+    """One stripe's (or chunk's) rows as lines, per split, in export order."""
+
+    lines: dict[str, list] = field(default_factory=lambda: {"train": [], "validation": []})
+    ids: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "validation": []})
+    # one source entry per row, in export order whatever the split (so the file does not depend on
+    # how the rows were cut into stripes), with the row's id
+    sources: list[bytes] = field(default_factory=list)
+    source_ids: list[str] = field(default_factory=list)
+    # rows the PII screen flagged, in export order: (split, index in that split's lines, record);
+    # their line is None until the writer masks them
+    flagged: list[tuple[str, int, tuple]] = field(default_factory=list)
+    tally: Tally | None = None
+    line_failures: list[dict] = field(default_factory=list)
+    line_failure_count: int = 0
+
+
+_SCREEN = Masker()  # only its PII screen is used here: nothing is counted or numbered
+
+
+def shape(rows: list, shaping: Shaping) -> Shaped:
+    """Rows of the export query as lines: pure, so it runs in any process. A row whose exported
+    fields hold PII gets no line here; the writer masks it in order (see the module's docstring)."""
+    out = Shaped(tally=Tally(shaping.max_bytes))
+    see, contains_pii = out.tally.see, _SCREEN.contains_pii
+    build, system, fmt = formats.BUILDERS[shaping.fmt], shaping.system_prompt, shaping.fmt
+    fields = formats.EXPORTED_FIELDS[fmt]
+    parquet = fmt == "parquet"
+    dumps, fragment = orjson.dumps, orjson.Fragment
+    for row in rows:
+        r = formats.Record._make(row)
+        see(r.id, r.prompt, r.chosen, r.rejected)
+        split = "validation" if r.in_validation else "train"
+        lines = out.lines[split]
+        out.ids[split].append(r.id)
+        out.source_ids.append(r.id)
+        out.sources.append(dumps({"split": split, "id": r.id, "feedback_ids": fragment(r.feedback_ids)}))
+        if contains_pii("\x00".join([t for t in [r[i] for i in fields] if t])):
+            out.flagged.append((split, len(lines), tuple(r)))
+            lines.append(None)
+            continue
+        line = build(r, system)
+        if shaping.dry_run:
+            problems = formats.line_problems(fmt, line)
+            if problems:
+                out.line_failure_count += 1
+                if len(out.line_failures) < 3:
+                    out.line_failures.append({"id": r.id, "problems": problems})
+            line = b""
+        lines.append(line if parquet or shaping.dry_run else dumps(line))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker processes
+
+
+@dataclass(frozen=True)
+class Stripe:
+    """One worker task: rows lo <= ord < hi of the export query, read on the export's snapshot."""
+
+    dsn: str
+    snapshot: str
+    sql: str
+    args: tuple
+    shaping: Shaping
+
+
+_SNAPSHOT_ID = re.compile(r"[0-9A-F-]+")
+_worker_state: dict[str, Any] = {}
+
+
+def run_stripe(stripe: Stripe) -> Shaped:
+    """Runs in a pool process: reads its stripe (one connection and event loop per process, kept)
+    and shapes it."""
+    loop = _worker_state.get("loop")
+    if loop is None:
+        loop = _worker_state["loop"] = asyncio.new_event_loop()
+    return shape(loop.run_until_complete(_fetch_stripe(stripe)), stripe.shaping)
+
+
+async def _fetch_stripe(stripe: Stripe) -> list:
+    conn = _worker_state.get(stripe.dsn)
+    if conn is None or conn.is_closed():
+        conn = _worker_state[stripe.dsn] = await asyncpg.connect(stripe.dsn)
+    if not _SNAPSHOT_ID.fullmatch(stripe.snapshot):
+        raise ValueError(f"not a snapshot id: {stripe.snapshot!r}")
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET TRANSACTION SNAPSHOT '{stripe.snapshot}'")
+        return await conn.fetch(stripe.sql, *stripe.args)
+
+
+_pool: ProcessPoolExecutor | None = None
+
+
+def worker_pool() -> ProcessPoolExecutor:
+    """One pool per service process, started on first use and kept (spawned, not forked: the
+    service has threads and an event loop running)."""
+    global _pool
+    if _pool is None:
+        _pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"))
+    return _pool
+
+
+async def shaped_stripes(stripes: list[Stripe]) -> AsyncIterator[Shaped]:
+    """The stripes' results in order, with at most two tasks per worker in flight."""
+    pool, loop = worker_pool(), asyncio.get_running_loop()
+    pending: deque[asyncio.Future] = deque()
+    todo = iter(stripes)
+    try:
+        while True:
+            while len(pending) < 2 * WORKERS and (stripe := next(todo, None)) is not None:
+                pending.append(loop.run_in_executor(pool, run_stripe, stripe))
+            if not pending:
+                return
+            yield await pending.popleft()
+    finally:
+        for f in pending:
+            f.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# The files
 
 
 @dataclass
@@ -97,23 +262,45 @@ class SplitOutput:
     key: str
     writer: HashingWriter | None = None
     rows: int = 0
-    parquet: pq.ParquetWriter | None = None
-    buffer: list[dict] = field(default_factory=list)
+    parquet: Any = None
 
     def sha256(self) -> str:
         return self.writer.sha256.hexdigest() if self.writer else ""
 
 
-class ExportWriter:
-    """Synchronous: every method runs in a worker thread (asyncio.to_thread)."""
+def parquet_schema():
+    import pyarrow as pa  # only parquet exports need it; worker processes never import it
 
-    def __init__(self, store, fmt: str, prefix: str, system_prompt: str | None, masker: Masker):
+    return pa.schema([
+        ("prompt", pa.string()),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("id", pa.string()),
+        ("preference_strength", pa.float64()),
+        ("source_feedback_ids", pa.list_(pa.string())),
+        ("strategy", pa.string()),
+    ])
+
+
+class ExportWriter:
+    """Takes shaped rows in export order: masks the flagged ones (one Masker: consistent, ordered
+    placeholders), drops all but the first of each group of exact duplicates (`skip`), counts,
+    hashes and writes. With no store it is a dry run (validation): it only counts.
+
+    An export needs no line check: the builders give every line the provider's structure, and the
+    empty-field rule, which blocks the export, covers what a line check would find in the content.
+    Synchronous: every method runs in a worker thread (asyncio.to_thread)."""
+
+    def __init__(self, store, shaping: Shaping, prefix: str, masker: Masker, skip: set[str]):
         self.store = store
-        self.fmt = fmt
-        self.system_prompt = system_prompt
+        self.shaping = shaping
         self.masker = masker
-        self.build = formats.BUILDERS[fmt]
-        ext = "parquet" if fmt == "parquet" else "jsonl"
+        self.skip = skip
+        self.tally = Tally(shaping.max_bytes)
+        self.line_failures: list[dict] = []
+        self.line_failure_count = 0
+        self.rows = {"train": 0, "validation": 0}
+        ext = "parquet" if shaping.fmt == "parquet" else "jsonl"
         self.splits = {
             "train": SplitOutput(f"{prefix}/train.{ext}"),
             "validation": SplitOutput(f"{prefix}/validation.{ext}"),
@@ -125,43 +312,56 @@ class ExportWriter:
     def _open(self, key: str) -> HashingWriter:
         return HashingWriter(self._stack.enter_context(self.store.writer(key)))
 
-    def write_chunk(self, rows: list[Any]) -> None:
-        if self._sources is None:
-            self._sources = self._open(self.sources_key)
-        lines: dict[str, list[bytes]] = {"train": [], "validation": []}
-        sources: list[bytes] = []
-        for row in rows:
-            record = to_record(row, self.masker)
-            line = self.build(record, self.system_prompt)
-            problems = formats.line_problems(self.fmt, line)
+    def _masked_line(self, record: tuple) -> Any:
+        fmt = self.shaping.fmt
+        line = formats.BUILDERS[fmt](
+            masked(formats.Record._make(record), formats.EXPORTED_FIELDS[fmt], self.masker), self.shaping.system_prompt
+        )
+        if self.shaping.dry_run:
+            problems = formats.line_problems(fmt, line)
             if problems:
-                raise LineRejected(record.id, problems)
-            split = "validation" if row["in_validation"] else "train"
-            out = self.splits[split]
-            out.rows += 1
-            if self.fmt == "parquet":
-                out.buffer.append(line)
-            else:
-                lines[split].append(orjson.dumps(line) + b"\n")
-            sources.append(
-                orjson.dumps({"split": split, "line": out.rows, "id": record.id, "feedback_ids": record.feedback_ids})
-                + b"\n"
-            )
-        for split, out in self.splits.items():
-            if lines[split] or out.buffer:
-                if out.writer is None:
-                    out.writer = self._open(out.key)
-                if self.fmt == "parquet":
-                    self._write_row_group(out)
-                else:
-                    out.writer.write(b"".join(lines[split]))
-        self._sources.write(b"".join(sources))
+                self.line_failure_count += 1
+                if len(self.line_failures) < 3:
+                    self.line_failures.append({"id": record[0], "problems": problems})
+            return b""
+        return line if fmt == "parquet" else orjson.dumps(line)
 
-    def _write_row_group(self, out: SplitOutput) -> None:
+    def add(self, shaped: Shaped) -> None:
+        skip = self.skip
+        for split, index, record in shaped.flagged:
+            if record[0] not in skip:
+                shaped.lines[split][index] = self._masked_line(record)
+        self.tally.add(shaped.tally)
+        self.line_failure_count += shaped.line_failure_count
+        self.line_failures = (self.line_failures + shaped.line_failures)[:3]
+        for split, out in self.splits.items():
+            lines = _without(skip, shaped.lines[split], shaped.ids[split])
+            if not lines:
+                continue
+            self.rows[split] += len(lines)
+            if self.store is None:
+                continue
+            if out.writer is None:
+                out.writer = self._open(out.key)
+            out.rows += len(lines)
+            if self.shaping.fmt == "parquet":
+                self._write_row_group(out, lines)
+            else:
+                out.writer.write(b"\n".join(lines) + b"\n")
+        sources = _without(skip, shaped.sources, shaped.source_ids)
+        if sources and self.store is not None:
+            if self._sources is None:
+                self._sources = self._open(self.sources_key)
+            self._sources.write(b"\n".join(sources) + b"\n")
+
+    def _write_row_group(self, out: SplitOutput, rows: list[dict]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = parquet_schema()
         if out.parquet is None:
-            out.parquet = pq.ParquetWriter(out.writer, PARQUET_SCHEMA, compression="zstd")
-        out.parquet.write_table(pa.Table.from_pylist(out.buffer, schema=PARQUET_SCHEMA))
-        out.buffer = []
+            out.parquet = pq.ParquetWriter(out.writer, schema, compression="zstd")
+        out.parquet.write_table(pa.Table.from_pylist(rows, schema=schema))
 
     def finish(self) -> dict[str, Any]:
         """Closes every file (each appears whole, at once) and says what was written."""
@@ -183,6 +383,13 @@ class ExportWriter:
         self._stack.__exit__(type(exc), exc, exc.__traceback__)
 
 
+def _without(skip: set[str], items: list, ids: list[str]) -> list:
+    """`items` minus those whose id (same position in `ids`) is in `skip`."""
+    if not skip or skip.isdisjoint(ids):
+        return items
+    return [item for item, example_id in zip(items, ids, strict=True) if example_id not in skip]
+
+
 def write_manifest(store, key: str, manifest: dict) -> str:
     with store.writer(key) as out:
         out.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
@@ -202,3 +409,4 @@ async def prefetched(fetch: Callable[[], Any]) -> AsyncIterator[list]:
         except BaseException:
             pending.cancel()
             raise
+

@@ -19,7 +19,9 @@ character, about a token each) — so a limit check errs on the side of refusing
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 PAIR_TYPES = ("preference_pairs", "dpo")
 INSTRUCTION_TYPES = ("instruction_tuning",)
@@ -66,21 +68,41 @@ def check_format(fmt: str, dataset_type: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Record:
-    """One masked example, whatever its origin: a preference pair, or an approved feedback item
-    (then `rejected` is None and `answer` is the correction if there is one, else the response)."""
+class Record(NamedTuple):
+    """One example, whatever its origin: a preference pair, or an approved feedback item (then
+    `rejected` is None and `chosen` is the correction if there is one, else the response). The
+    fields come in the order the export query selects them; `context_documents` and `feedback_ids`
+    are JSON text, as the database gives them. Formats that do not export a field get it as None."""
 
     id: str
     prompt: str
     chosen: str
     rejected: str | None
     strength: float | None
-    context_documents: Any
+    context_documents: str
     annotator: str | None
     notes: str | None
-    feedback_ids: list[str]
+    feedback_ids: str  # a JSON array
     strategy: str
+    in_validation: bool
+
+
+def _positions(*names: str) -> tuple[int, ...]:
+    return tuple(Record._fields.index(n) for n in names)
+
+
+# What each format puts in its files, so what must be masked: the rest never leaves.
+_ANSWER = _positions("prompt", "chosen")
+_PAIR = _positions("prompt", "chosen", "rejected")
+EXPORTED_FIELDS = {
+    "openai_sft": _ANSWER,
+    "openai_dpo": _PAIR,
+    "anthropic": _ANSWER,
+    "bedrock_claude": _ANSWER,
+    "trl_dpo": _PAIR,
+    "parquet": _PAIR,
+    "jsonl": _positions("prompt", "chosen", "rejected", "annotator", "notes", "context_documents"),
+}
 
 
 def openai_sft(r: Record, system: str | None) -> dict:
@@ -119,10 +141,10 @@ def generic(r: Record, system: str | None) -> dict:
         "rejected": r.rejected,
         "preference_strength": r.strength,
         "system": system,
-        "context_documents": r.context_documents,
+        "context_documents": orjson.Fragment(r.context_documents),
         "annotator_email": r.annotator,
         "annotation_notes": r.notes,
-        "source_feedback_ids": r.feedback_ids,
+        "source_feedback_ids": orjson.Fragment(r.feedback_ids),
         "strategy": r.strategy,
     }
 
@@ -134,7 +156,7 @@ def parquet_row(r: Record, system: str | None) -> dict:
         "rejected": r.rejected,
         "id": r.id,
         "preference_strength": r.strength,
-        "source_feedback_ids": r.feedback_ids,
+        "source_feedback_ids": orjson.loads(r.feedback_ids),
         "strategy": r.strategy,
     }
 

@@ -5,12 +5,26 @@ export and validation run on their own connection: a read-only snapshot streamed
 import asyncio
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from services.curation import domain, formats, repository
-from services.curation.export import CHUNK_ROWS, ExportWriter, LineRejected, prefetched, to_record, write_manifest
+from services.curation.export import (
+    CHUNK_ROWS,
+    PARALLEL_MIN_ROWS,
+    STRIPE_ROWS,
+    ExportWriter,
+    Shaped,
+    Shaping,
+    Stripe,
+    prefetched,
+    shape,
+    shaped_stripes,
+    write_manifest,
+)
 from services.curation.models import DatasetExport, PreferencePair, TrainingDataset
 from services.curation.pii import Masker
 from shared.consumer import Delivery
@@ -20,6 +34,8 @@ from shared.failpoints import failpoint
 
 SERVICE = "curation"
 DEFAULT_FORMAT = {"instruction_tuning": "openai_sft", "preference_pairs": "jsonl", "dpo": "jsonl"}
+# For the duplicate searches' hash tables (a million prompt keys), in the export's own transaction.
+WORK_MEM = "64MB"
 
 
 def _now() -> datetime:
@@ -245,59 +261,112 @@ async def _fetch(conn, sql: str, args: list, *, one: bool = False):
     return await (conn.fetchrow if one else conn.fetch)(sql, *args[:used])
 
 
-async def rule_results(conn, snapshot: dict, fmt: str, ratio: float, seed: int) -> tuple[list[domain.RuleResult], dict]:
-    """Every row-level and dataset-level rule for `fmt`, counted in the database."""
-    rules = formats.RULES[fmt]
+@dataclass
+class Pass:
+    """What one pass over a dataset's examples found: the rule results and the counts."""
+
+    results: list[domain.RuleResult]
+    counts: dict[str, int]
+    writer: ExportWriter
+
+
+async def examples_pass(conn, snapshot: dict, fmt: str, ratio: float, seed: int, store, prefix: str,
+                        masker: Masker, *, dsn: str | None = None) -> Pass:
+    """Validation and export are one pass over the examples, in export order, on one snapshot. Two
+    small queries find the groups of exact and near duplicates; the examples are shaped (export.py)
+    in the service's process, or for a large pair dataset given `dsn`, in worker processes reading
+    stripes of the same snapshot while those queries run. Given a store the writer writes the files,
+    publishing nothing: the caller decides from the results whether to finish or abort them."""
     dataset_type = snapshot["dataset_type"]
+    members = _members_arg(dataset_type, snapshot["id"], snapshot["feedback_ids"])
+    args = [snapshot["organization"], members, seed, int(ratio * repository.SPLIT_BUCKETS)]
+    rules = formats.RULES[fmt]
     system_bytes = len((snapshot["system_prompt"] or "").encode())
-    max_bytes = (
-        rules.max_tokens_per_example * formats.BYTES_PER_TOKEN - system_bytes if rules.max_tokens_per_example else None
-    )
-    args = [snapshot["organization"], _members_arg(dataset_type, snapshot["id"], snapshot["feedback_ids"]), seed,
-            int(ratio * repository.SPLIT_BUCKETS), max_bytes]
-    c = await _fetch(conn, repository.rule_counts_sql(dataset_type), args, one=True)
-    distinct = c["distinct_exact"]
-    train_rows = distinct - c["validation_rows"]
-
-    async def examples(condition: str) -> list[dict]:
-        rows = await _fetch(conn, repository.rule_examples_sql(dataset_type, condition), args)
-        return [dict(r) for r in rows]
-
-    async def duplicates(near: bool) -> list[dict]:
-        rows = await _fetch(conn, repository.duplicate_examples_sql(dataset_type, near), args)
-        return [{"ids": r["ids"], "prompt": r["prompt"]} for r in rows]
-
-    checks = [
-        ("empty_field", "error", c["empty_field"], "prompt, chosen or rejected is empty or only whitespace",
-         lambda: examples("btrim(prompt) = '' OR btrim(chosen) = '' OR btrim(rejected) = ''")),
-        ("chosen_equals_rejected", "error", c["chosen_is_rejected"], "the chosen answer is the rejected one",
-         lambda: examples("rejected IS NOT NULL AND btrim(chosen) = btrim(rejected)")),
-        ("exact_duplicate", "warning", c["total"] - distinct, "identical examples; each is exported once",
-         lambda: duplicates(False)),
-        ("near_duplicate", "warning", distinct - c["distinct_near"],
-         "examples equal up to case, spacing and punctuation", lambda: duplicates(True)),
-        ("split_overlap", "error", c["split_overlap"], "prompts found in both the train and validation splits",
-         lambda: examples("false")),
-        ("too_long", "error", c["too_long"],
-         f"over {rules.max_tokens_per_example} estimated tokens (UTF-8 bytes / {formats.BYTES_PER_TOKEN}) "
-         f"per example for {rules.provider}", lambda: examples("bytes > $5::bigint")),
+    shaping = Shaping(fmt, snapshot["system_prompt"], rules.max_tokens_per_example * formats.BYTES_PER_TOKEN
+                      - system_bytes if rules.max_tokens_per_example else None, dry_run=store is None)
+    parallel = (dsn is not None and store is not None and dataset_type != "instruction_tuning"
+                and snapshot["sample_count"] >= PARALLEL_MIN_ROWS)
+    chunks: AsyncIterator[Shaped] | None = None
+    first: asyncio.Future | None = None
+    writer = ExportWriter(store, shaping, prefix, masker, skip=set())
+    try:
+        if parallel:  # the workers start reading while this connection looks for duplicates
+            chunks = shaped_stripes(await _stripes(conn, dsn, dataset_type, args, shaping, snapshot["sample_count"]))
+            first = asyncio.ensure_future(anext(chunks, None))
+        groups = [r["ids"] for r in await _fetch(conn, repository.duplicate_groups_sql(dataset_type), args)]
+        near = await _fetch(conn, repository.near_duplicate_groups_sql(dataset_type), args)
+        writer.skip.update(i for ids in groups for i in ids[1:])
+        if chunks is not None:
+            shaped = await first
+            while shaped is not None:
+                await asyncio.to_thread(writer.add, shaped)
+                failpoint("curation.export.after_chunk")
+                shaped = await anext(chunks, None)
+        else:
+            cursor = await conn.cursor(repository.export_sql(dataset_type, fmt), *args)
+            async for chunk in prefetched(lambda: cursor.fetch(CHUNK_ROWS)):
+                await asyncio.to_thread(lambda rows: writer.add(shape(rows, shaping)), chunk)
+                failpoint("curation.export.after_chunk")
+    except BaseException as exc:
+        if first is not None and not first.done():
+            first.cancel()
+        if chunks is not None:
+            await chunks.aclose()
+        await asyncio.to_thread(writer.abort, exc)
+        raise
+    prompts = dict(await conn.fetch(repository.example_prompts_sql(dataset_type), snapshot["organization"], members,
+                                    [ids[0] for ids in groups[:3]]))
+    validation_rows = writer.rows["validation"]
+    train_rows = writer.rows["train"]
+    distinct = train_rows + validation_rows
+    tally = writer.tally
+    counted = {
+        "empty_field": "prompt, chosen or rejected is empty or only whitespace",
+        "chosen_equals_rejected": "the chosen answer is the rejected one",
+    }
+    results = [domain.RuleResult(rule, "error", tally.counts[rule], message, tally.examples[rule])
+               for rule, message in counted.items()]
+    results += [
+        domain.RuleResult("exact_duplicate", "warning", sum(len(ids) - 1 for ids in groups),
+                          "identical examples; each is exported once",
+                          [{"ids": ids, "prompt": prompts.get(ids[0], "")} for ids in groups[:3]]),
+        domain.RuleResult("near_duplicate", "warning", sum(g["distinct_examples"] - 1 for g in near),
+                          "examples equal up to case, spacing and punctuation",
+                          [{"ids": g["ids"], "prompt": g["prompt"]} for g in near[:3]]),
+        # the side of the split is a function of the prompt key: no prompt can be on both sides
+        domain.RuleResult("split_overlap", "error", 0, "prompts found in both the train and validation splits", []),
+        domain.RuleResult("too_long", "error", tally.counts["too_long"],
+                          f"over {rules.max_tokens_per_example} estimated tokens (UTF-8 bytes / "
+                          f"{formats.BYTES_PER_TOKEN}) per example for {rules.provider}", tally.examples["too_long"]),
+        domain.RuleResult("min_samples", "error", int(distinct < rules.min_examples),
+                          f"{rules.provider} needs at least {rules.min_examples} examples; there are {distinct}", []),
     ]
-    results = []
-    for rule, severity, count, message, find in checks:
-        results.append(domain.RuleResult(rule, severity, count, message, await find() if count else []))
-    results.append(domain.RuleResult(
-        "min_samples", "error", int(distinct < rules.min_examples),
-        f"{rules.provider} needs at least {rules.min_examples} examples; there are {distinct}", [],
-    ))
     if rules.max_train_examples:
-        over = train_rows > rules.max_train_examples or c["validation_rows"] > (rules.max_validation_examples or 0)
+        over = train_rows > rules.max_train_examples or validation_rows > (rules.max_validation_examples or 0)
         results.append(domain.RuleResult(
             "max_samples", "error", int(over),
             f"{rules.provider} takes at most {rules.max_train_examples} training and {rules.max_validation_examples} "
-            f"validation examples; the split gives {train_rows} and {c['validation_rows']}", [],
+            f"validation examples; the split gives {train_rows} and {validation_rows}", [],
         ))
-    return results, {"total": c["total"], "distinct": distinct, "train": train_rows,
-                     "validation": c["validation_rows"]}
+    if store is None:
+        results.append(domain.RuleResult("provider_schema", "error", writer.line_failure_count,
+                                          f"lines the {fmt} format's rules reject", writer.line_failures))
+    counts = {"total": distinct + sum(len(ids) - 1 for ids in groups), "distinct": distinct, "train": train_rows,
+              "validation": validation_rows}
+    return Pass(results, counts, writer)
+
+
+async def _stripes(conn, dsn: str, dataset_type: str, args: list, shaping: Shaping, estimate: int) -> list[Stripe]:
+    """The worker tasks of a parallel export: ranges of the order key holding about STRIPE_ROWS
+    examples each, all read on this transaction's snapshot."""
+    snapshot_id = await conn.fetchval("SELECT pg_export_snapshot()")
+    bounds = await _fetch(conn, repository.order_range_sql(dataset_type), args, one=True)
+    lo, hi = bounds["lo"], bounds["hi"]
+    if lo is None:
+        return []
+    width = max(1, (hi - lo + 1) * STRIPE_ROWS // max(estimate, 1))
+    sql = repository.export_sql(dataset_type, shaping.fmt, stripe=True)
+    return [Stripe(dsn, snapshot_id, sql, (*args, start, start + width), shaping) for start in range(lo, hi + 1, width)]
 
 
 async def _snapshot(conn, organization: str, dataset_id: uuid.UUID) -> dict:
@@ -309,36 +378,33 @@ async def _snapshot(conn, organization: str, dataset_id: uuid.UUID) -> dict:
     return dict(row)
 
 
-async def _line_check_results(conn, snapshot: dict, fmt: str, ratio: float, seed: int) -> domain.RuleResult:
-    """Formats every example as the export would and applies the provider's line rules."""
-    args = [snapshot["organization"], _members_arg(snapshot["dataset_type"], snapshot["id"], snapshot["feedback_ids"]),
-            seed, int(ratio * repository.SPLIT_BUCKETS)]
-    build, masker, failures = formats.BUILDERS[fmt], Masker(), []
-    count = 0
-    cursor = await conn.cursor(repository.export_sql(snapshot["dataset_type"]), *args)
-    async for chunk in prefetched(lambda: cursor.fetch(CHUNK_ROWS)):
-        for row in chunk:
-            problems = formats.line_problems(fmt, build(to_record(row, masker), snapshot["system_prompt"]))
-            if problems:
-                count += 1
-                if len(failures) < 3:
-                    failures.append({"id": row["id"], "problems": problems})
-    return domain.RuleResult("provider_schema", "error", count, f"lines the {fmt} format's rules reject", failures)
+@asynccontextmanager
+async def _raw_connection(db: Database):
+    """The pool's asyncpg connection itself: cursors and COPY-speed fetches without the ORM."""
+    async with db.engine.connect() as sa_conn:
+        yield (await sa_conn.get_raw_connection()).driver_connection
+
+
+@asynccontextmanager
+async def _one_snapshot(conn):
+    """A read-only repeatable-read transaction (one snapshot), with room for the duplicate searches'
+    hash tables. A cursor never runs a parallel plan, so none is planned: the planner would otherwise
+    pick a parallel scan and sort over the index that gives the export order, then run it serially."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'; SET LOCAL max_parallel_workers_per_gather = 0")
+        yield
 
 
 async def validate_dataset(db: Database, organization: str, dataset_id: uuid.UUID, fmt: str | None) -> dict:
     """Runs every rule (for `fmt`, or the dataset's export format) and stores the report and score."""
-    async with db.engine.connect() as sa_conn:
-        conn = (await sa_conn.get_raw_connection()).driver_connection
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await _snapshot(conn, organization, dataset_id)
-            fmt = fmt or snapshot["export_format"] or DEFAULT_FORMAT[snapshot["dataset_type"]]
-            _check_format(fmt, snapshot["dataset_type"])
-            ratio, seed = snapshot["validation_ratio"], snapshot["split_seed"]
-            results, _ = await rule_results(conn, snapshot, fmt, ratio, seed)
-            results.append(await _line_check_results(conn, snapshot, fmt, ratio, seed))
+    async with _raw_connection(db) as conn, _one_snapshot(conn):
+        snapshot = await _snapshot(conn, organization, dataset_id)
+        fmt = fmt or snapshot["export_format"] or DEFAULT_FORMAT[snapshot["dataset_type"]]
+        _check_format(fmt, snapshot["dataset_type"])
+        found = await examples_pass(conn, snapshot, fmt, snapshot["validation_ratio"], snapshot["split_seed"],
+                                    None, "", Masker())
     rules = formats.RULES[fmt]
-    report = domain.report(fmt=fmt, provider=rules.provider, total=snapshot["sample_count"], results=results,
+    report = domain.report(fmt=fmt, provider=rules.provider, total=snapshot["sample_count"], results=found.results,
                            min_examples=rules.min_examples, at=_now())
     async with db.unit_of_work() as uow:
         dataset = await load_dataset(uow, organization, dataset_id)
@@ -354,31 +420,35 @@ async def export_dataset(
     db: Database, store, organization: str, dataset_id: uuid.UUID, body: dict[str, Any], *, actor: str,
     correlation_id: str | None,
 ) -> DatasetExport:
-    """Validates, writes the files, then commits the version and DatasetExported in one transaction.
-    One export per dataset at a time (an advisory lock); the data is read from one snapshot."""
+    """Validates while writing the files (one pass), publishes them only if every blocking rule
+    passes, then commits the version and DatasetExported in one transaction. One export per dataset
+    at a time (an advisory lock); the data is read from one snapshot."""
     fmt = body["format"]
-    async with db.engine.connect() as sa_conn:
-        conn = (await sa_conn.get_raw_connection()).driver_connection
+    async with _raw_connection(db) as conn:
         lock = f"curation.export:{dataset_id}"
         if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", lock):
             raise domain.Conflict("an export of this dataset is already running")
         try:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
+            async with _one_snapshot(conn):
                 snapshot = await _snapshot(conn, organization, dataset_id)
                 _check_format(fmt, snapshot["dataset_type"])
                 domain.check_exportable(snapshot["status"], snapshot["sample_count"])
                 ratio = body.get("validation_ratio")
                 ratio = snapshot["validation_ratio"] if ratio is None else ratio
                 seed = snapshot["split_seed"] if body.get("split_seed") is None else body["split_seed"]
-                results, counts = await rule_results(conn, snapshot, fmt, ratio, seed)
-                rules = formats.RULES[fmt]
-                report = domain.report(fmt=fmt, provider=rules.provider, total=counts["total"], results=results,
-                                       min_examples=rules.min_examples, at=_now())
-                if not report["passed"]:
-                    raise domain.ValidationFailed(report)
                 version = snapshot["export_version"] + 1
-                written, manifest_url, masker = await _write_files(conn, store, snapshot, fmt, version, ratio, seed,
-                                                                   report, counts)
+                prefix = export_prefix(organization, dataset_id, version)
+                masker = Masker()
+                found = await examples_pass(conn, snapshot, fmt, ratio, seed, store, prefix, masker, dsn=db.dsn)
+            rules = formats.RULES[fmt]
+            report = domain.report(fmt=fmt, provider=rules.provider, total=found.counts["total"],
+                                   results=found.results, min_examples=rules.min_examples, at=_now())
+            if not report["passed"]:
+                exc = domain.ValidationFailed(report)
+                await asyncio.to_thread(found.writer.abort, exc)
+                raise exc
+            written, manifest_url = await _finish_files(store, snapshot, fmt, version, prefix, ratio, seed, report,
+                                                        found, masker)
             async with db.unit_of_work() as uow:
                 return await _commit_export(uow, store, snapshot, fmt, version, written, manifest_url, masker,
                                             report, actor=actor, correlation_id=correlation_id)
@@ -390,28 +460,15 @@ def export_prefix(organization: str, dataset_id: uuid.UUID, version: int) -> str
     return f"datasets/{organization}/{dataset_id}/v{version}"
 
 
-async def _write_files(conn, store, snapshot: dict, fmt: str, version: int, ratio: float, seed: int, report: dict,
-                       counts: dict) -> tuple[dict, str, Masker]:
-    prefix = export_prefix(snapshot["organization"], snapshot["id"], version)
-    masker = Masker()
-    writer = ExportWriter(store, fmt, prefix, snapshot["system_prompt"], masker)
-    args = [snapshot["organization"], _members_arg(snapshot["dataset_type"], snapshot["id"], snapshot["feedback_ids"]),
-            seed, int(ratio * repository.SPLIT_BUCKETS)]
+async def _finish_files(store, snapshot: dict, fmt: str, version: int, prefix: str, ratio: float, seed: int,
+                        report: dict, found: Pass, masker: Masker) -> tuple[dict, str]:
+    """Publishes the pass's files (each appears whole, at once), then the manifest beside them."""
     try:
-        cursor = await conn.cursor(repository.export_sql(snapshot["dataset_type"]), *args)
-        async for chunk in prefetched(lambda: cursor.fetch(CHUNK_ROWS)):
-            await asyncio.to_thread(writer.write_chunk, chunk)
-            failpoint("curation.export.after_chunk")
-        written = await asyncio.to_thread(writer.finish)
-    except LineRejected as exc:
-        await asyncio.to_thread(writer.abort, exc)
-        report = dict(report, passed=False, rules=[*report["rules"], domain.RuleResult(
-            "provider_schema", "error", 1, f"lines the {fmt} format's rules reject",
-            [{"id": exc.example_id, "problems": exc.problems}]).__dict__])
-        raise domain.ValidationFailed(report) from exc
+        written = await asyncio.to_thread(found.writer.finish)
     except BaseException as exc:
-        await asyncio.to_thread(writer.abort, exc)
+        await asyncio.to_thread(found.writer.abort, exc)
         raise
+    counts = found.counts
     for split in ("train", "validation"):
         if split in written:
             written[split]["url"] = store.url(written[split]["key"])
@@ -435,12 +492,14 @@ async def _write_files(conn, store, snapshot: dict, fmt: str, version: int, rati
         "masking": masker.summary(),
         "masked": dict(sorted(masker.counts.items())),
         "system_prompt": bool(snapshot["system_prompt"]),
-        "source_ids": written["sources"],
+        "source_ids": dict(written["sources"], entries=(
+            "one per exported example, in export order: its split, id and feedback ids; the n-th entry of a "
+            "split describes line n of that split's file")),
         "token_estimate": formats.TOKEN_ESTIMATE,
         "validation": report,
     }
     manifest_url = await asyncio.to_thread(write_manifest, store, f"{prefix}/manifest.json", manifest)
-    return written, manifest_url, masker
+    return written, manifest_url
 
 
 async def _commit_export(uow: UnitOfWork, store, snapshot: dict, fmt: str, version: int, written: dict,

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Computed, DateTime, Float, ForeignKey, Index, Integer, Text, func, text
+from sqlalchemy import BigInteger, Computed, DateTime, Float, ForeignKey, Identity, Index, Integer, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -80,14 +80,20 @@ class PreferencePair(Base):
         UUID(as_uuid=True),
         Computed("md5(query || chr(1) || chosen_response || chr(1) || rejected_response)::uuid", persisted=True),
     )
+    # The order pairs were written in (migration 0003): an export's line order, which follows the
+    # table's physical order; of identical pairs the first written is the one exported.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (
         Index("ix_preference_pairs_org_created", "organization", text("created_at DESC"), text("id DESC")),
-        Index("ix_preference_pairs_dataset", "dataset_id"),
         Index("uq_preference_pairs_dataset_source", "dataset_id", "source_key", unique=True),
-        Index("ix_preference_pairs_dataset_exact", "dataset_id", "exact_key", "id"),
+        Index("ix_preference_pairs_dataset_seq", "dataset_id", "seq"),
+        Index(
+            "ix_preference_pairs_dataset_exact", "dataset_id", "exact_key", "seq",
+            postgresql_include=["id", "organization"],
+        ),
     )
 
 

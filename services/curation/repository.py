@@ -319,24 +319,26 @@ async def upsert_reviewed(session: AsyncSession, rows: list[dict[str, Any]]) -> 
 # Validation and export: plain SQL over one dataset's examples ($1 organization, $2 dataset id or
 # member ids, $3 split seed, $4 validation bucket cut).
 
-# Besides the example's fields each row has its prompt key, its exact-duplicate key and its id as a
-# uuid (the order of duplicates). Pairs store both keys (migration 0002: generated columns, one
-# expression for every write path); instruction members, from the projection, compute them here.
+# Each example row has the fields of formats.Record (in its order), then its prompt key, its
+# exact-duplicate key and `ord`, its place in the export order. Pairs store both keys (migration
+# 0002: generated columns, one expression for every write path) and their order, `seq` (migration
+# 0003: the order they were written in, which is the table's physical order); instruction members,
+# from the projection, compute the keys here and are ordered by feedback id.
 PAIR_EXAMPLES = f"""
     SELECT id::text AS id, query AS prompt, chosen_response AS chosen, rejected_response AS rejected,
            preference_strength AS strength, context_documents::text AS context, annotator_email AS annotator,
-           annotation_notes AS notes, source_feedback_ids::text[] AS feedback_ids, strategy,
-           prompt_key, exact_key, id AS uid
+           annotation_notes AS notes, to_json(source_feedback_ids)::text AS feedback_ids, strategy,
+           prompt_key, exact_key, seq AS ord
     FROM "{SCHEMA}".preference_pairs WHERE organization = $1 AND dataset_id = $2"""
 
 EXACT_KEY = "md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, ''))::uuid"
 
 INSTRUCTION_EXAMPLES = f"""
-    SELECT *, {PROMPT_KEY.format(col="prompt")} AS prompt_key, {EXACT_KEY} AS exact_key FROM (
+    SELECT *, {PROMPT_KEY.format(col="prompt")} AS prompt_key, {EXACT_KEY} AS exact_key, id AS ord FROM (
         SELECT feedback_id::text AS id, query AS prompt,
                COALESCE(review_correction, value_correction, response) AS chosen, NULL::text AS rejected,
                NULL::float AS strength, '[]' AS context, NULL::text AS annotator, NULL::text AS notes,
-               ARRAY[feedback_id::text] AS feedback_ids, 'approved_feedback' AS strategy, feedback_id AS uid
+               to_json(ARRAY[feedback_id])::text AS feedback_ids, 'approved_feedback' AS strategy
         FROM "{SCHEMA}".feedback_projection
         WHERE organization = $1 AND feedback_id = ANY($2::uuid[]) AND status = 'approved' AND query IS NOT NULL
     ) members"""
@@ -346,71 +348,57 @@ def examples_sql(dataset_type: str) -> str:
     return INSTRUCTION_EXAMPLES if dataset_type == "instruction_tuning" else PAIR_EXAMPLES
 
 
-def export_sql(dataset_type: str) -> str:
-    """Each distinct example once (exact duplicates dropped, the lowest id kept), in a stable order,
-    with its side of the split: the same data always gives the same file. For pairs the order is the
-    index (dataset_id, exact_key, id), so no rows are sorted; the uuid id orders like its text."""
+def export_sql(dataset_type: str, fmt: str, *, stripe: bool = False) -> str:
+    """Every example in export order with its side of the split: the same data always gives the same
+    file. For pairs the order is the (dataset_id, seq) index, which follows the table's physical
+    order: the scan reads the heap front to back. Exact duplicates are in the stream; the export
+    skips all but the first of each group (duplicate_groups_sql). With `stripe`, only the examples
+    with $5 <= ord < $6."""
+    generic = fmt in ("jsonl", "parquet")  # only these carry the other fields: the rest get NULLs, less to decode
+    strength, context, annotator, notes, strategy = (
+        c if generic else f"NULL AS {c}" for c in ("strength", "context", "annotator", "notes", "strategy")
+    )
+    where = "WHERE ord >= $5 AND ord < $6" if stripe else ""
     return f"""
-        SELECT DISTINCT ON (exact_key) *, {IN_VALIDATION} AS in_validation
-        FROM ({examples_sql(dataset_type)}) e
-        ORDER BY exact_key, uid"""
+        SELECT id, prompt, chosen, rejected, {strength}, {context}, {annotator}, {notes}, feedback_ids, {strategy},
+               {IN_VALIDATION} AS in_validation
+        FROM ({examples_sql(dataset_type)}) e {where}
+        ORDER BY ord"""
 
 
-def rule_counts_sql(dataset_type: str) -> str:
-    """Counts for every row-level rule in one pass. $5: the token limit in bytes (or NULL).
+def order_range_sql(dataset_type: str) -> str:
+    """The first and last order key of a dataset (for pairs, the two ends of the seq index)."""
+    return f"SELECT min(ord) AS lo, max(ord) AS hi FROM ({examples_sql(dataset_type)}) e"
 
-    The prompt and exact keys are read, not computed (for pairs), and the materialised rows are
-    narrow: flags and keys, not texts. The per-split counts need one DISTINCT, not two: exact
-    duplicates share their prompt, so their side. Near duplicates share their prompt key, so only
-    examples whose prompt key is not unique get the costlier normalisation of their answers; for the
-    others the prompt key alone tells them apart. No prompt can be on both sides of the split: the
-    side is a function of the prompt key."""
-    near_answers = " || chr(1) || ".join(PROMPT_KEY.format(col=c) for c in ("chosen", "coalesce(rejected, '')"))
+
+def duplicate_groups_sql(dataset_type: str) -> str:
+    """Each group of identical examples (ids in export order; the first is the one exported), in
+    export order. For pairs an index-only scan of (dataset_id, exact_key, seq) INCLUDE (id,
+    organization) reads the keys in group order: no table access, no sort."""
     return f"""
-        WITH keyed AS MATERIALIZED (
-            SELECT uid, prompt_key, exact_key, {IN_VALIDATION} AS in_validation,
-                   octet_length(prompt) + octet_length(chosen) + coalesce(octet_length(rejected), 0) AS bytes,
-                   coalesce(btrim(prompt) = '' OR btrim(chosen) = '' OR btrim(rejected) = '', false) AS empty,
-                   coalesce(rejected IS NOT NULL AND btrim(chosen) = btrim(rejected), false) AS same
-            FROM ({examples_sql(dataset_type)}) x),
-        shared_prompts AS (SELECT prompt_key FROM keyed GROUP BY prompt_key HAVING count(*) > 1),
-        shared_near AS (
-            SELECT count(DISTINCT md5(x.prompt_key || chr(1) || {near_answers})) AS n
-            FROM ({examples_sql(dataset_type)}) x JOIN shared_prompts s ON s.prompt_key = x.prompt_key)
-        SELECT
-            count(*) AS total,
-            count(DISTINCT exact_key) AS distinct_exact,
-            count(DISTINCT prompt_key) - (SELECT count(*) FROM shared_prompts) + (SELECT n FROM shared_near)
-                AS distinct_near,
-            count(*) FILTER (WHERE empty) AS empty_field,
-            count(*) FILTER (WHERE same) AS chosen_is_rejected,
-            count(*) FILTER (WHERE $5::bigint IS NOT NULL AND bytes > $5::bigint) AS too_long,
-            count(DISTINCT exact_key) FILTER (WHERE in_validation) AS validation_rows,
-            0 AS split_overlap
-        FROM keyed"""
+        SELECT array_agg(id ORDER BY ord) AS ids FROM ({examples_sql(dataset_type)}) e
+        GROUP BY exact_key HAVING count(*) > 1 ORDER BY min(ord)"""
 
 
-def rule_examples_sql(dataset_type: str, condition: str) -> str:
+def near_duplicate_groups_sql(dataset_type: str) -> str:
+    """Groups of examples equal up to case, spacing and punctuation that hold more than one distinct
+    example, with how many distinct ones: each beyond the first is a near duplicate. Only examples
+    whose prompt key is shared can be near duplicates, so only those get their answers normalised."""
+    answers = " || chr(1) || ".join(PROMPT_KEY.format(col=c) for c in ("chosen", "coalesce(rejected, '')"))
+    examples = examples_sql(dataset_type)
     return f"""
-        SELECT id, left(prompt, 200) AS prompt FROM (
-            SELECT *, octet_length(prompt) + octet_length(chosen) + coalesce(octet_length(rejected), 0) AS bytes,
-                   {IN_VALIDATION} AS in_validation
-            FROM ({examples_sql(dataset_type)}) x) e
-        WHERE {condition} ORDER BY id LIMIT 3"""
+        WITH shared AS (SELECT prompt_key FROM ({examples}) e GROUP BY prompt_key HAVING count(*) > 1)
+        SELECT array_agg(id ORDER BY ord) AS ids, count(DISTINCT exact_key) AS distinct_examples,
+               left(min(prompt), 200) AS prompt
+        FROM ({examples}) e JOIN shared s ON s.prompt_key = e.prompt_key
+        GROUP BY e.prompt_key, md5({answers})
+        HAVING count(DISTINCT exact_key) > 1
+        ORDER BY min(ord)"""
 
 
-DUPLICATE_EXAMPLES = """
-    SELECT array_agg(id ORDER BY id) AS ids, left(min(prompt), 200) AS prompt FROM ({examples}) e
-    GROUP BY {key} HAVING count(*) > 1 ORDER BY min(id) LIMIT 3"""
-
-
-def duplicate_examples_sql(dataset_type: str, near: bool) -> str:
-    if near:
-        answers = (PROMPT_KEY.format(col=c) for c in ("chosen", "coalesce(rejected, '')"))
-        key = " || chr(1) || ".join(["prompt_key", *answers])
-    else:
-        key = "exact_key"
-    return DUPLICATE_EXAMPLES.format(examples=examples_sql(dataset_type), key=key)
+def example_prompts_sql(dataset_type: str) -> str:
+    """The prompts of the given example ids ($3), for a report's examples."""
+    return f"SELECT id, left(prompt, 200) AS prompt FROM ({examples_sql(dataset_type)}) e WHERE id = ANY($3::text[])"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -220,6 +220,37 @@ async def test_reexport_is_byte_identical_and_versions_are_immutable(api, make_k
     assert download.status_code == 200 and download.content == local_bytes(store, first["url"])
 
 
+async def test_worker_processes_write_the_same_files(api, make_key, org, feed, store, monkeypatch):
+    """A large export is shaped by worker processes reading stripes of the same snapshot; the files
+    must be the ones the service's own process writes: same lines, same order, same placeholders,
+    duplicates dropped the same way."""
+    from services.curation import export as export_module
+    from services.curation import handlers
+
+    h = await make_key(org)
+    ds = await exportable(api, h, feed, org)
+    first = (await api.get(f"/api/preference-pairs?dataset_id={ds['id']}&limit=1", headers=h)).json()["items"][0]
+    duplicate = {k: first[k] for k in ("dataset_id", "query", "chosen_response", "rejected_response")}
+    await api.patch(f"/api/training-datasets/{ds['id']}", json={"status": "curating"}, headers=h)
+    assert (await api.post("/api/preference-pairs", json=duplicate, headers=h)).status_code == 201
+    await api.patch(f"/api/training-datasets/{ds['id']}", json={"status": "ready"}, headers=h)
+    in_process = await export(api, h, ds, "openai_dpo")
+    monkeypatch.setattr(handlers, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(handlers, "STRIPE_ROWS", 5)  # ~9 stripes over 2 workers, several in flight
+    parallel = await export(api, h, ds, "openai_dpo")
+    assert export_module._pool is not None  # the worker pool did the shaping
+    assert parallel["counts"] == in_process["counts"] and parallel["masked"] == in_process["masked"]
+    assert parallel["counts"]["total"] == 42  # the duplicate dropped
+    for name in ("url", "validation_url"):
+        assert local_bytes(store, parallel[name]) == local_bytes(store, in_process[name])
+    sources = [local_bytes(store, e["manifest_url"].rsplit("/", 1)[0] + "/sources.jsonl")
+               for e in (in_process, parallel)]
+    assert sources[0] == sources[1]
+    text = local_bytes(store, parallel["url"]).decode() + local_bytes(store, parallel["validation_url"]).decode()
+    for secret in PLANTED:
+        assert secret not in text
+
+
 async def test_instruction_tuning_exports_approved_answers(api, make_key, org, feed, store):
     received, reviewed = feed
     h = await make_key(org)
