@@ -36,7 +36,7 @@ from services.curation import formats
 from services.curation.pii import Masker
 
 CHUNK_ROWS = 5000  # rows per cursor fetch in the service's process
-STRIPE_ROWS = 25_000  # rows per worker task
+STRIPE_ROWS = 10_000  # rows per worker task
 PARALLEL_MIN_ROWS = 100_000  # smaller exports are not worth starting worker processes for
 WORKERS = os.cpu_count() or 2
 
@@ -131,55 +131,96 @@ class Shaping:
 
 @dataclass
 class Shaped:
-    """One stripe's (or chunk's) rows as lines, per split, in export order."""
+    """One stripe's (or chunk's) examples, shaped, per split, in export order."""
 
-    lines: dict[str, list] = field(default_factory=lambda: {"train": [], "validation": []})
-    ids: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "validation": []})
-    # one source entry per row, in export order whatever the split (so the file does not depend on
-    # how the rows were cut into stripes), with the row's id
-    sources: list[bytes] = field(default_factory=list)
-    source_ids: list[str] = field(default_factory=list)
-    # rows the PII screen flagged, in export order: (split, index in that split's lines, record);
-    # their line is None until the writer masks them
-    flagged: list[tuple[str, int, tuple]] = field(default_factory=list)
+    # per split: the JSONL lines joined into one bytes object (cheap to pass between processes and
+    # to write), or for parquet the rows as dicts
+    lines: dict[str, Any] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=lambda: {"train": 0, "validation": 0})
+    # rows holding PII, in export order: (split, where its line is — (start, end) bytes in the split's
+    # JSONL or an index in its rows —, the (kind, value) its references point to). The line has
+    # references where the placeholders go (References); the writer numbers them. A row whose own
+    # text holds \x01 or \x02 comes as its record instead, and the writer masks it.
+    flagged: list[tuple[str, Any, list[tuple[str, str]] | tuple]] = field(default_factory=list)
+    sources: bytes = b""  # one entry per example, in export order whatever the split
     tally: Tally | None = None
     line_failures: list[dict] = field(default_factory=list)
     line_failure_count: int = 0
 
 
+class References(Masker):
+    """Masks as a Masker does, but in place of a numbered placeholder writes a reference to the n-th
+    value it found, `\\x01<n in letters>\\x02`: the expensive part (finding and validating PII) runs
+    wherever the row is shaped, and the numbers are given in one place, the writer, in export order."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[tuple[str, str]] = []
+
+    def placeholder(self, kind: str, value: str) -> str:
+        self.found.append((kind, value))
+        return f"\x01{str(len(self.found) - 1).translate(_LETTERS)}\x02"
+
+
+_LETTERS = str.maketrans("0123456789", "abcdefghij")  # letters: a reference never joins a number around it
+_DIGITS = {bytes: bytes.maketrans(b"abcdefghij", b"0123456789"), str: str.maketrans("abcdefghij", "0123456789")}
+_JSON_REFERENCE = re.compile(rb"\\u0001([a-j]+)\\u0002")  # as orjson writes \x01 and \x02 in a string
+_TEXT_REFERENCE = re.compile("\x01([a-j]+)\x02")
 _SCREEN = Masker()  # only its PII screen is used here: nothing is counted or numbered
 
 
-def shape(rows: list, shaping: Shaping) -> Shaped:
-    """Rows of the export query as lines: pure, so it runs in any process. A row whose exported
-    fields hold PII gets no line here; the writer masks it in order (see the module's docstring)."""
+def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
+    """Rows of the export query as lines: pure, so it runs in any process. Exact duplicates in `skip`
+    are dropped. A row whose exported fields hold PII is masked with references (References), which
+    the writer numbers. A dry run (validation) keeps no lines: it checks each against the provider's
+    rules (masking changes no line's structure or emptiness, so it is not done)."""
     out = Shaped(tally=Tally(shaping.max_bytes))
-    see, contains_pii = out.tally.see, _SCREEN.contains_pii
-    build, system, fmt = formats.BUILDERS[shaping.fmt], shaping.system_prompt, shaping.fmt
+    see, screen = out.tally.see, _SCREEN._screen
+    build, system, fmt, dry_run = formats.BUILDERS[shaping.fmt], shaping.system_prompt, shaping.fmt, shaping.dry_run
     fields = formats.EXPORTED_FIELDS[fmt]
     parquet = fmt == "parquet"
-    dumps, fragment = orjson.dumps, orjson.Fragment
+    dumps = orjson.dumps
+    lines: dict[str, list] = {"train": [], "validation": []}
+    ends = {"train": 0, "validation": 0}  # bytes so far, per split
+    sources: list[str] = []
     for row in rows:
         r = formats.Record._make(row)
+        if skip and r.id in skip:
+            continue
         see(r.id, r.prompt, r.chosen, r.rejected)
         split = "validation" if r.in_validation else "train"
-        lines = out.lines[split]
-        out.ids[split].append(r.id)
-        out.source_ids.append(r.id)
-        out.sources.append(dumps({"split": split, "id": r.id, "feedback_ids": fragment(r.feedback_ids)}))
-        if contains_pii("\x00".join([t for t in [r[i] for i in fields] if t])):
-            out.flagged.append((split, len(lines), tuple(r)))
-            lines.append(None)
-            continue
-        line = build(r, system)
-        if shaping.dry_run:
-            problems = formats.line_problems(fmt, line)
+        out.rows[split] += 1
+        # ids are uuids and feedback_ids the database's JSON: nothing here needs escaping
+        sources.append(f'{{"split":"{split}","id":"{r.id}","feedback_ids":{r.feedback_ids}}}\n')
+        if dry_run:
+            problems = formats.line_problems(fmt, build(r, system))
             if problems:
                 out.line_failure_count += 1
                 if len(out.line_failures) < 3:
                     out.line_failures.append({"id": r.id, "problems": problems})
-            line = b""
-        lines.append(line if parquet or shaping.dry_run else dumps(line))
+            continue
+        found: list | tuple | None = None
+        joined = "\x00".join([t for t in [r[i] for i in fields] if t])
+        if screen(joined):
+            if "\x01" in joined or "\x02" in joined:
+                found = tuple(r)
+            else:
+                references = References()
+                r = masked(r, fields, references)
+                found = references.found or None
+        line = build(r, system)
+        if parquet:
+            if found:
+                out.flagged.append((split, len(lines[split]), found))
+            lines[split].append(line)
+            continue
+        line = dumps(line) + b"\n"  # `+` also copies it out of orjson's oversized buffer
+        lines[split].append(line)
+        start, ends[split] = ends[split], ends[split] + len(line)
+        if found:
+            out.flagged.append((split, (start, ends[split]), found))
+    out.lines = lines if parquet else {split: b"".join(split_lines) for split, split_lines in lines.items()}
+    out.sources = "".join(sources).encode()
     return out
 
 
@@ -196,6 +237,7 @@ class Stripe:
     sql: str
     args: tuple
     shaping: Shaping
+    skip: frozenset[str]  # the exact duplicates among its rows, dropped
 
 
 _SNAPSHOT_ID = re.compile(r"[0-9A-F-]+")
@@ -208,7 +250,7 @@ def run_stripe(stripe: Stripe) -> Shaped:
     loop = _worker_state.get("loop")
     if loop is None:
         loop = _worker_state["loop"] = asyncio.new_event_loop()
-    return shape(loop.run_until_complete(_fetch_stripe(stripe)), stripe.shaping)
+    return shape(loop.run_until_complete(_fetch_stripe(stripe)), stripe.shaping, stripe.skip)
 
 
 async def _fetch_stripe(stripe: Stripe) -> list:
@@ -234,14 +276,25 @@ def worker_pool() -> ProcessPoolExecutor:
     return _pool
 
 
+def warm_up_workers() -> None:
+    """Starts every worker process (spawning and importing take a while) without waiting for them."""
+    pool = worker_pool()
+    for _ in range(WORKERS):
+        pool.submit(_ready)
+
+
+def _ready() -> None:
+    _SCREEN._screen("")  # compiles the PII screen
+
+
 async def shaped_stripes(stripes: list[Stripe]) -> AsyncIterator[Shaped]:
-    """The stripes' results in order, with at most two tasks per worker in flight."""
+    """The stripes' results in order, with one task per worker in flight beyond the one being written."""
     pool, loop = worker_pool(), asyncio.get_running_loop()
     pending: deque[asyncio.Future] = deque()
     todo = iter(stripes)
     try:
         while True:
-            while len(pending) < 2 * WORKERS and (stripe := next(todo, None)) is not None:
+            while len(pending) < WORKERS + 1 and (stripe := next(todo, None)) is not None:
                 pending.append(loop.run_in_executor(pool, run_stripe, stripe))
             if not pending:
                 return
@@ -283,19 +336,18 @@ def parquet_schema():
 
 
 class ExportWriter:
-    """Takes shaped rows in export order: masks the flagged ones (one Masker: consistent, ordered
-    placeholders), drops all but the first of each group of exact duplicates (`skip`), counts,
-    hashes and writes. With no store it is a dry run (validation): it only counts.
+    """Takes shaped examples in export order, numbers the placeholders of the rows holding PII (one
+    Masker: consistent, ordered placeholders whatever process shaped them), counts, hashes and
+    writes. With no store it is a dry run (validation): it only counts.
 
     An export needs no line check: the builders give every line the provider's structure, and the
     empty-field rule, which blocks the export, covers what a line check would find in the content.
     Synchronous: every method runs in a worker thread (asyncio.to_thread)."""
 
-    def __init__(self, store, shaping: Shaping, prefix: str, masker: Masker, skip: set[str]):
+    def __init__(self, store, shaping: Shaping, prefix: str, masker: Masker):
         self.store = store
         self.shaping = shaping
         self.masker = masker
-        self.skip = skip
         self.tally = Tally(shaping.max_bytes)
         self.line_failures: list[dict] = []
         self.line_failure_count = 0
@@ -317,42 +369,56 @@ class ExportWriter:
         line = formats.BUILDERS[fmt](
             masked(formats.Record._make(record), formats.EXPORTED_FIELDS[fmt], self.masker), self.shaping.system_prompt
         )
-        if self.shaping.dry_run:
-            problems = formats.line_problems(fmt, line)
-            if problems:
-                self.line_failure_count += 1
-                if len(self.line_failures) < 3:
-                    self.line_failures.append({"id": record[0], "problems": problems})
-            return b""
-        return line if fmt == "parquet" else orjson.dumps(line)
+        return line if fmt == "parquet" else orjson.dumps(line) + b"\n"
+
+    def _numbered(self, line: Any, found: list[tuple[str, str]]) -> Any:
+        """The line with each reference replaced by its value's placeholder, numbered here, in export order."""
+        def placeholder(reference: str | bytes) -> str:
+            return self.masker.placeholder(*found[int(reference.translate(_DIGITS[type(reference)]))])
+
+        if isinstance(line, bytes):
+            return _JSON_REFERENCE.sub(lambda m: placeholder(m[1]).encode(), line)
+        return {k: _TEXT_REFERENCE.sub(lambda m: placeholder(m[1]), v) if isinstance(v, str) else v  # parquet
+                for k, v in line.items()}
 
     def add(self, shaped: Shaped) -> None:
-        skip = self.skip
-        for split, index, record in shaped.flagged:
-            if record[0] not in skip:
-                shaped.lines[split][index] = self._masked_line(record)
         self.tally.add(shaped.tally)
         self.line_failure_count += shaped.line_failure_count
         self.line_failures = (self.line_failures + shaped.line_failures)[:3]
+        # placeholders are numbered in export order, across both splits
+        changed: dict[str, list] = {"train": [], "validation": []}
+        for split, where, found in shaped.flagged:
+            if isinstance(found, tuple):  # a whole record
+                changed[split].append((where, self._masked_line(found)))
+            else:
+                lines = shaped.lines[split]
+                old = lines[where[0]:where[1]] if isinstance(where, tuple) else lines[where]
+                changed[split].append((where, self._numbered(old, found)))
         for split, out in self.splits.items():
-            lines = _without(skip, shaped.lines[split], shaped.ids[split])
-            if not lines:
+            if not shaped.rows[split]:
                 continue
-            self.rows[split] += len(lines)
+            self.rows[split] += shaped.rows[split]
             if self.store is None:
                 continue
             if out.writer is None:
                 out.writer = self._open(out.key)
-            out.rows += len(lines)
+            out.rows += shaped.rows[split]
             if self.shaping.fmt == "parquet":
-                self._write_row_group(out, lines)
-            else:
-                out.writer.write(b"\n".join(lines) + b"\n")
-        sources = _without(skip, shaped.sources, shaped.source_ids)
-        if sources and self.store is not None:
+                rows = shaped.lines[split]
+                for index, line in changed[split]:
+                    rows[index] = line
+                self._write_row_group(out, rows)
+                continue
+            blob, done = memoryview(shaped.lines[split]), 0
+            for (start, end), line in changed[split]:
+                out.writer.write(blob[done:start])
+                out.writer.write(line)
+                done = end
+            out.writer.write(blob[done:])
+        if shaped.sources and self.store is not None:
             if self._sources is None:
                 self._sources = self._open(self.sources_key)
-            self._sources.write(b"\n".join(sources) + b"\n")
+            self._sources.write(shaped.sources)
 
     def _write_row_group(self, out: SplitOutput, rows: list[dict]) -> None:
         import pyarrow as pa
@@ -381,13 +447,6 @@ class ExportWriter:
     def abort(self, exc: BaseException) -> None:
         """Every temporary file is removed; nothing reaches its final name."""
         self._stack.__exit__(type(exc), exc, exc.__traceback__)
-
-
-def _without(skip: set[str], items: list, ids: list[str]) -> list:
-    """`items` minus those whose id (same position in `ids`) is in `skip`."""
-    if not skip or skip.isdisjoint(ids):
-        return items
-    return [item for item, example_id in zip(items, ids, strict=True) if example_id not in skip]
 
 
 def write_manifest(store, key: str, manifest: dict) -> str:

@@ -5,7 +5,7 @@ export and validation run on their own connection: a read-only snapshot streamed
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,12 +17,12 @@ from services.curation.export import (
     PARALLEL_MIN_ROWS,
     STRIPE_ROWS,
     ExportWriter,
-    Shaped,
     Shaping,
     Stripe,
     prefetched,
     shape,
     shaped_stripes,
+    warm_up_workers,
     write_manifest,
 )
 from services.curation.models import DatasetExport, PreferencePair, TrainingDataset
@@ -286,34 +286,35 @@ async def examples_pass(conn, snapshot: dict, fmt: str, ratio: float, seed: int,
                       - system_bytes if rules.max_tokens_per_example else None, dry_run=store is None)
     parallel = (dsn is not None and store is not None and dataset_type != "instruction_tuning"
                 and snapshot["sample_count"] >= PARALLEL_MIN_ROWS)
-    chunks: AsyncIterator[Shaped] | None = None
-    first: asyncio.Future | None = None
-    writer = ExportWriter(store, shaping, prefix, masker, skip=set())
+    if parallel:
+        warm_up_workers()  # the worker processes start while this connection looks for duplicates
+    groups = await _fetch(conn, repository.duplicate_groups_sql(dataset_type), args)
+    duplicates = {(i, o) for g in groups for i, o in zip(g["ids"][1:], g["ords"][1:], strict=True)}
+    near_sql = repository.near_duplicate_groups_sql(dataset_type)
+    near_search: asyncio.Future | None = None
+    writer = ExportWriter(store, shaping, prefix, masker)
     try:
-        if parallel:  # the workers start reading while this connection looks for duplicates
-            chunks = shaped_stripes(await _stripes(conn, dsn, dataset_type, args, shaping, snapshot["sample_count"]))
-            first = asyncio.ensure_future(anext(chunks, None))
-        groups = [r["ids"] for r in await _fetch(conn, repository.duplicate_groups_sql(dataset_type), args)]
-        near = await _fetch(conn, repository.near_duplicate_groups_sql(dataset_type), args)
-        writer.skip.update(i for ids in groups for i in ids[1:])
-        if chunks is not None:
-            shaped = await first
-            while shaped is not None:
+        if parallel:
+            stripes = await _stripes(conn, dsn, dataset_type, args, shaping, snapshot["sample_count"], duplicates)
+            # the near-duplicate search only feeds the report: it runs while the workers shape
+            near_search = asyncio.ensure_future(_fetch(conn, near_sql, args))
+            async for shaped in shaped_stripes(stripes):
                 await asyncio.to_thread(writer.add, shaped)
                 failpoint("curation.export.after_chunk")
-                shaped = await anext(chunks, None)
+            near = await near_search
         else:
+            near = await _fetch(conn, near_sql, args)
+            skip = {i for i, _ in duplicates}
             cursor = await conn.cursor(repository.export_sql(dataset_type, fmt), *args)
             async for chunk in prefetched(lambda: cursor.fetch(CHUNK_ROWS)):
-                await asyncio.to_thread(lambda rows: writer.add(shape(rows, shaping)), chunk)
+                await asyncio.to_thread(lambda rows: writer.add(shape(rows, shaping, skip)), chunk)
                 failpoint("curation.export.after_chunk")
     except BaseException as exc:
-        if first is not None and not first.done():
-            first.cancel()
-        if chunks is not None:
-            await chunks.aclose()
+        if near_search is not None:
+            near_search.cancel()
         await asyncio.to_thread(writer.abort, exc)
         raise
+    groups = [g["ids"] for g in groups]
     prompts = dict(await conn.fetch(repository.example_prompts_sql(dataset_type), snapshot["organization"], members,
                                     [ids[0] for ids in groups[:3]]))
     validation_rows = writer.rows["validation"]
@@ -356,9 +357,10 @@ async def examples_pass(conn, snapshot: dict, fmt: str, ratio: float, seed: int,
     return Pass(results, counts, writer)
 
 
-async def _stripes(conn, dsn: str, dataset_type: str, args: list, shaping: Shaping, estimate: int) -> list[Stripe]:
+async def _stripes(conn, dsn: str, dataset_type: str, args: list, shaping: Shaping, estimate: int,
+                   duplicates: set[tuple[str, int]]) -> list[Stripe]:
     """The worker tasks of a parallel export: ranges of the order key holding about STRIPE_ROWS
-    examples each, all read on this transaction's snapshot."""
+    examples each, all read on this transaction's snapshot, each with the duplicates it drops."""
     snapshot_id = await conn.fetchval("SELECT pg_export_snapshot()")
     bounds = await _fetch(conn, repository.order_range_sql(dataset_type), args, one=True)
     lo, hi = bounds["lo"], bounds["hi"]
@@ -366,7 +368,11 @@ async def _stripes(conn, dsn: str, dataset_type: str, args: list, shaping: Shapi
         return []
     width = max(1, (hi - lo + 1) * STRIPE_ROWS // max(estimate, 1))
     sql = repository.export_sql(dataset_type, shaping.fmt, stripe=True)
-    return [Stripe(dsn, snapshot_id, sql, (*args, start, start + width), shaping) for start in range(lo, hi + 1, width)]
+    return [
+        Stripe(dsn, snapshot_id, sql, (*args, start, start + width), shaping,
+               frozenset(i for i, o in duplicates if start <= o < start + width))
+        for start in range(lo, hi + 1, width)
+    ]
 
 
 async def _snapshot(conn, organization: str, dataset_id: uuid.UUID) -> dict:

@@ -372,11 +372,12 @@ def order_range_sql(dataset_type: str) -> str:
 
 
 def duplicate_groups_sql(dataset_type: str) -> str:
-    """Each group of identical examples (ids in export order; the first is the one exported), in
-    export order. For pairs an index-only scan of (dataset_id, exact_key, seq) INCLUDE (id,
+    """Each group of identical examples (ids and order keys in export order; the first is the one
+    exported), in export order. For pairs an index-only scan of (dataset_id, exact_key, seq) INCLUDE (id,
     organization) reads the keys in group order: no table access, no sort."""
     return f"""
-        SELECT array_agg(id ORDER BY ord) AS ids FROM ({examples_sql(dataset_type)}) e
+        SELECT array_agg(id ORDER BY ord) AS ids, array_agg(ord ORDER BY ord) AS ords
+        FROM ({examples_sql(dataset_type)}) e
         GROUP BY exact_key HAVING count(*) > 1 ORDER BY min(ord)"""
 
 
