@@ -1,6 +1,18 @@
 """PII masking, pure: each kind found, look-alikes left alone, placeholders consistent."""
 
+import platform
+import random
+import sys
+
+import pytest
+
+from services.curation import pii
 from services.curation.pii import Masker
+
+try:
+    import hyperscan
+except ImportError:
+    hyperscan = None
 
 
 def test_each_kind_is_masked_consistently():
@@ -31,11 +43,135 @@ def test_quick_screen_never_hides_what_the_patterns_find():
     not ASCII, and letters the case-insensitive patterns fold onto ASCII (ſ, ı, İ), must not fool them."""
     m = Masker()
     prose = "日本語のテキスト — café ☕ " * 20
-    for pii in ("jane.roe@example.com", "+1 415-555-0132", "4111 1111 1111 1111", "10.20.30.40", "2001:db8::1",
+    for sample in ("jane.roe@example.com", "+1 415-555-0132", "4111 1111 1111 1111", "10.20.30.40", "2001:db8::1",
                 "sk-proj-9fQe2Lk7Xb3Vn8Wm1Zt4Rs6Yp0Ua5Cd", "ſecret=hunter2hunter2", "apİ_key=hunter2hunter2",
                 "d41d8cd98f00b204e9800998ecf8427e", "Dr. Margaret Hamilton"):
-        text = f"{prose}{pii}\x00{prose}"
-        assert m.contains_pii(text), pii
-        assert pii.split("=")[-1].split(". ")[-1] not in m.mask(text), pii
+        text = f"{prose}{sample}\x00{prose}"
+        assert m.contains_pii(text), sample
+        assert sample.split("=")[-1].split(". ")[-1] not in m.mask(text), sample
     clean = "Deploy the service to staging, then restart worker 12 on node 3 and check the logs. " * 10
     assert not m.contains_pii(clean) and m.mask(clean) == clean
+
+
+# --- the screen: which detectors are worth running on a text ---------------------------------------------------
+
+def _screen(name: str) -> pii.Screen:
+    """The screen under test. Hyperscan has wheels for x86_64 and macOS and is a dependency there, so on those
+    platforms it must import and be the Masker's screen: the test fails, it does not skip."""
+    if name == "triggers":
+        return pii._trigger_screen(pii.DEFAULT_REGION)
+    if hyperscan is None:
+        if platform.machine().lower() in ("x86_64", "amd64") or sys.platform == "darwin":
+            pytest.fail("hyperscan has a wheel for this platform but does not import; the slow screen is in use")
+        pytest.skip("no hyperscan wheel for this platform (the triggers screen is used)")
+    screen = pii._screen_for(pii.DEFAULT_REGION)
+    assert screen is pii._hyperscan_screen(pii.DEFAULT_REGION), "hyperscan imports, but the Masker does not use it"
+    assert Masker()._screen is screen
+    return screen
+
+
+SCREENS = ["hyperscan", "triggers"]
+
+# Each detector's PII (by index in DETECTORS; PHONE last), including what Python's `re` reads as digits, whitespace
+# and case-folded letters beyond ASCII: Arabic-Indic, fullwidth, mathematical, Adlam and Tangsa digits; \x1c-\x1f
+# and U+3000 as spaces; ſ, ı, İ and the Kelvin sign in case-insensitive keywords.
+KINDS = {
+    0: ["-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----"],
+    1: ["sk-proj-9fQe2Lk7Xb3Vn8Wm1Zt4Rs6Yp0Ua5Cd", "rk-live-abcdefghijklmnop", "pk-" + "a-" * 3 + "x" * 16],
+    2: ["AKIAIOSFODNN7EXAMPLE", "ASIA1234567890ABCDEF"],
+    3: ["ghp_" + "a1B2" * 9, "github_pat_" + "x_Y9" * 11],
+    4: ["xoxb-1234567890-abcdef"],
+    5: ["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcdefghijklmnop"],
+    6: ["Authorization: Bearer abcdefghijklmnop1234", "BEARER\u3000abcdefghijklmnop", "bearer\x1cabcdefghijklmnop=="],
+    7: ["password=hunter2hunter2", "ſecret=hunter2hunter2", "apİ_key=hunter2hunter2", "ACCESS-\u212aEY",
+        "api_\u212aey =  hunter2hunter2", "Pwd\x1f:\x1dvaluevalue", "toKen:abcde\u0307", "passwd=日本語のテキスト"],
+    8: ["d41d8cd98f00b204e9800998ecf8427e", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0123456789ab/+=="],
+    9: ["jane.roe@example.com", "a@b.co", "x+tag@sub.example.org"],
+    10: ["10.20.30.40", "١٠.٢٠.٣٠.٤٠", "\U0001e951.\U0001e952.\U0001e953.\U0001e954"],
+    11: ["2001:db8::1", "fe80::1:2", "a:b:c"],
+    12: ["4111 1111 1111 1111", "4111-1111-1111-1111", "４１１１１１１１１１１１１１１１", "\U00016ac1" * 13,
+         "𝟒𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏"],
+    13: ["Dr. Margaret Hamilton", "my name is Ada", "MY NAME İS Ada", "naMe: Grace", "Mr Smith", "Madam X"],
+    pii.PHONE: ["+1 415-555-0132", "(415) 555-0132", "415/555/1234", "415．555．1234", "415 / 555 / 1234", "+43 1110",
+                "310-1234", "４１５－５５５－１２３４", "+44\u00a020\u00a07946\u00a00958", "1xx415-555-1234",
+                "＋44 20 7946 0958", "(+44) 20 7946 0958", "415\u2010555\u20111234", "415----555----1234"],
+}
+ASCII_PROSE = "Deploy the service to staging, then restart worker 12 on node 3 and check the logs."
+OTHER_PROSE = "日本語のテキスト — café ☕ Ω"
+
+
+def _pii_corpus() -> list[str]:
+    texts = []
+    for samples in KINDS.values():
+        for s in samples:
+            texts += [s, f"{ASCII_PROSE} {s}", f"{s} {ASCII_PROSE}", f"{OTHER_PROSE}{s}\x00{OTHER_PROSE}",
+                      f"{ASCII_PROSE}\x00{s}\x00{ASCII_PROSE}", f"{OTHER_PROSE} {s}.", f"\ud800 {s}"]
+    return texts
+
+
+TOKENS = (list("0123456789" * 4) + list(" .-/:@=_+()[]~,;'\"x\t\n\x00") + list("aZkKsSiIeEyYnNmMrRdDpPtT")
+          + ["ſ", "ı", "İ", "\u212a", "\u0307", "é", "日", "\uff0d", "\uff0f", "\uff0e", "\u00a0", "\u3000", "\x1c",
+             "\u0663", "\uff14", "\U00016ac4"]
+          + ["sk-", "AKIA", "ASIA", "ghp_", "github_pat_", "xoxb-", "eyJ", "bearer ", "Bearer\t", "password", "pwd",
+             "secret", "api_key", "access-token", "token", "name: ", "my name is ", "Mr. ", "Dr ", "+1 ", "+",
+             "-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----", "Abcdefgh", "abcdef0123456789", "example.com"])
+
+
+def _random_corpus(n: int = 3000, seed: int = 7) -> list[str]:
+    """Random token strings; every other one with a PII sample in the middle, randomly edited (near misses)."""
+    rng = random.Random(seed)
+    samples = [s for ss in KINDS.values() for s in ss]
+
+    def noise() -> str:
+        return "".join(rng.choice(TOKENS) for _ in range(rng.randint(0, 30)))
+
+    texts = []
+    for i in range(n):
+        if i % 2:
+            sample = list(rng.choice(samples))
+            for _ in range(rng.randint(0, 3)):
+                at = rng.randrange(len(sample) + 1)
+                sample[at:at + rng.randint(0, 1)] = [rng.choice(TOKENS)] * rng.randint(0, 1)
+            texts.append(noise() + "".join(sample) + noise())
+        else:
+            texts.append(noise() + noise())
+    return texts
+
+
+@pytest.mark.parametrize("name", SCREENS)
+def test_phone_numbers_with_any_separator_the_matcher_accepts_are_masked(name):
+    m = Masker(screen=_screen(name))
+    assert m.mask("call 415/555/1234 now") == "call <PHONE_1> now"
+    for number in ("415 / 555 / 1234", "415－555－1234", "415．555．1234", "+43 1110", "310-1234"):
+        text = f"call {number} now"
+        assert m.contains_pii(text), number
+        assert m.mask(text) != text, number
+
+
+def test_the_phone_screen_reads_the_matcher_s_own_pattern():
+    """The phone screen is built from phonenumbers' private constants; this is the pattern they must describe."""
+    from phonenumbers.phonenumbermatcher import _LEAD_CLASS_CHARS, _LEAD_LIMIT, _PATTERN, _PUNCTUATION_LIMIT
+    from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
+
+    punct = f"[{_VALID_PUNCTUATION}]{_PUNCTUATION_LIMIT}"
+    lead = f"(?:[{_LEAD_CLASS_CHARS}]{punct}){_LEAD_LIMIT}"
+    assert _PATTERN.pattern.startswith(f"{lead}\\d{{1,20}}(?:{punct}\\d{{1,20}})")
+
+
+@pytest.mark.parametrize("name", SCREENS)
+def test_the_screen_never_rules_out_a_detector_that_would_match(name):
+    """Whatever a detector's regex (or the phone matcher) matches in a text, the screen names that detector: for
+    every kind of PII in ASCII and other prose, at the edges of the text and next to NUL, and for random texts
+    made of digits, separators and keyword fragments. Masking with the screen equals masking without one."""
+    screen = _screen(name)
+    for corpus in (_pii_corpus(), _random_corpus()):
+        seen = set()
+        for text in corpus:
+            matching = pii._matching(text)
+            assert matching <= screen(text), (text, sorted(matching - screen(text)))
+            seen |= matching
+        assert seen == set(range(pii.PHONE + 1))  # every detector was put to the test
+    full, screened = Masker(screen=pii._unscreened), Masker(screen=screen)
+    for text in _pii_corpus():
+        assert screened.contains_pii(text) == full.contains_pii(text), text
+        assert screened.mask(text) == full.mask(text), text
