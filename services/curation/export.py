@@ -179,7 +179,7 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
     build, system, fmt, dry_run = formats.BUILDERS[shaping.fmt], shaping.system_prompt, shaping.fmt, shaping.dry_run
     fields = formats.EXPORTED_FIELDS[fmt]
     parquet = fmt == "parquet"
-    dumps = orjson.dumps
+    json_line = None if parquet else formats.json_line_writer(fmt, system)
     lines: dict[str, list] = {"train": [], "validation": []}
     ends = {"train": 0, "validation": 0}  # bytes so far, per split
     sources: list[str] = []
@@ -200,7 +200,7 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
                     out.line_failures.append({"id": r.id, "problems": problems})
             continue
         found: list | tuple | None = None
-        joined = "\x00".join([t for t in [r[i] for i in fields] if t])
+        joined = "\x00".join([r[i] or "" for i in fields])
         if screen(joined):
             if "\x01" in joined or "\x02" in joined:
                 found = tuple(r)
@@ -208,13 +208,12 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
                 references = References()
                 r = masked(r, fields, references)
                 found = references.found or None
-        line = build(r, system)
         if parquet:
             if found:
                 out.flagged.append((split, len(lines[split]), found))
-            lines[split].append(line)
+            lines[split].append(build(r, system))
             continue
-        line = dumps(line) + b"\n"  # `+` also copies it out of orjson's oversized buffer
+        line = json_line(r)
         lines[split].append(line)
         start, ends[split] = ends[split], ends[split] + len(line)
         if found:
@@ -238,6 +237,7 @@ class Stripe:
     args: tuple
     shaping: Shaping
     skip: frozenset[str]  # the exact duplicates among its rows, dropped
+    settings: str  # the planner settings of the export's transaction (repository.EXPORT_SETTINGS)
 
 
 _SNAPSHOT_ID = re.compile(r"[0-9A-F-]+")
@@ -250,17 +250,17 @@ def run_stripe(stripe: Stripe) -> Shaped:
     loop = _worker_state.get("loop")
     if loop is None:
         loop = _worker_state["loop"] = asyncio.new_event_loop()
-    return shape(loop.run_until_complete(_fetch_stripe(stripe)), stripe.shaping, stripe.skip)
+    return shape(loop.run_until_complete(_read_stripe(stripe)), stripe.shaping, stripe.skip)
 
 
-async def _fetch_stripe(stripe: Stripe) -> list:
+async def _read_stripe(stripe: Stripe) -> list:
     conn = _worker_state.get(stripe.dsn)
     if conn is None or conn.is_closed():
         conn = _worker_state[stripe.dsn] = await asyncpg.connect(stripe.dsn)
     if not _SNAPSHOT_ID.fullmatch(stripe.snapshot):
         raise ValueError(f"not a snapshot id: {stripe.snapshot!r}")
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute(f"SET TRANSACTION SNAPSHOT '{stripe.snapshot}'")
+        await conn.execute(f"SET TRANSACTION SNAPSHOT '{stripe.snapshot}'; {stripe.settings}")
         return await conn.fetch(stripe.sql, *stripe.args)
 
 
@@ -288,13 +288,13 @@ def _ready() -> None:
 
 
 async def shaped_stripes(stripes: list[Stripe]) -> AsyncIterator[Shaped]:
-    """The stripes' results in order, with one task per worker in flight beyond the one being written."""
+    """The stripes' results in order, with two tasks per worker in flight."""
     pool, loop = worker_pool(), asyncio.get_running_loop()
     pending: deque[asyncio.Future] = deque()
     todo = iter(stripes)
     try:
         while True:
-            while len(pending) < WORKERS + 1 and (stripe := next(todo, None)) is not None:
+            while len(pending) < 2 * WORKERS and (stripe := next(todo, None)) is not None:
                 pending.append(loop.run_in_executor(pool, run_stripe, stripe))
             if not pending:
                 return
@@ -365,11 +365,9 @@ class ExportWriter:
         return HashingWriter(self._stack.enter_context(self.store.writer(key)))
 
     def _masked_line(self, record: tuple) -> Any:
-        fmt = self.shaping.fmt
-        line = formats.BUILDERS[fmt](
-            masked(formats.Record._make(record), formats.EXPORTED_FIELDS[fmt], self.masker), self.shaping.system_prompt
-        )
-        return line if fmt == "parquet" else orjson.dumps(line) + b"\n"
+        fmt, system = self.shaping.fmt, self.shaping.system_prompt
+        r = masked(formats.Record._make(record), formats.EXPORTED_FIELDS[fmt], self.masker)
+        return formats.BUILDERS[fmt](r, system) if fmt == "parquet" else formats.json_line_writer(fmt, system)(r)
 
     def _numbered(self, line: Any, found: list[tuple[str, str]]) -> Any:
         """The line with each reference replaced by its value's placeholder, numbered here, in export order."""

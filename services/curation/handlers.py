@@ -34,8 +34,6 @@ from shared.failpoints import failpoint
 
 SERVICE = "curation"
 DEFAULT_FORMAT = {"instruction_tuning": "openai_sft", "preference_pairs": "jsonl", "dpo": "jsonl"}
-# For the duplicate searches' hash tables (a million prompt keys), in the export's own transaction.
-WORK_MEM = "64MB"
 
 
 def _now() -> datetime:
@@ -370,7 +368,7 @@ async def _stripes(conn, dsn: str, dataset_type: str, args: list, shaping: Shapi
     sql = repository.export_sql(dataset_type, shaping.fmt, stripe=True)
     return [
         Stripe(dsn, snapshot_id, sql, (*args, start, start + width), shaping,
-               frozenset(i for i, o in duplicates if start <= o < start + width))
+               frozenset(i for i, o in duplicates if start <= o < start + width), repository.EXPORT_SETTINGS)
         for start in range(lo, hi + 1, width)
     ]
 
@@ -393,11 +391,9 @@ async def _raw_connection(db: Database):
 
 @asynccontextmanager
 async def _one_snapshot(conn):
-    """A read-only repeatable-read transaction (one snapshot), with room for the duplicate searches'
-    hash tables. A cursor never runs a parallel plan, so none is planned: the planner would otherwise
-    pick a parallel scan and sort over the index that gives the export order, then run it serially."""
+    """A read-only repeatable-read transaction (one snapshot), planned for reading a dataset."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'; SET LOCAL max_parallel_workers_per_gather = 0")
+        await conn.execute(repository.EXPORT_SETTINGS)
         yield
 
 

@@ -83,6 +83,11 @@ class PreferencePair(Base):
     # The order pairs were written in (migration 0003): an export's line order, which follows the
     # table's physical order; of identical pairs the first written is the one exported.
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
+    # A 64-bit hash of the prompt key (migration 0003), for counting which prompts are shared.
+    prompt_hash: Mapped[int] = mapped_column(
+        BigInteger,
+        Computed("hashtextextended(regexp_replace(lower(query), '[^[:alnum:]]+', '', 'g'), 0)", persisted=True),
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -90,6 +95,9 @@ class PreferencePair(Base):
         Index("ix_preference_pairs_org_created", "organization", text("created_at DESC"), text("id DESC")),
         Index("uq_preference_pairs_dataset_source", "dataset_id", "source_key", unique=True),
         Index("ix_preference_pairs_dataset_seq", "dataset_id", "seq"),
+        Index(
+            "ix_preference_pairs_dataset_prompt_hash", "dataset_id", "prompt_hash", postgresql_include=["organization"]
+        ),
         Index(
             "ix_preference_pairs_dataset_exact", "dataset_id", "exact_key", "seq",
             postgresql_include=["id", "organization"],

@@ -56,7 +56,10 @@ national number with region US (Canada's 310-xxxx numbers are valid), at least 6
 
 import array
 import functools
+import hashlib
 import ipaddress
+import os
+import platform
 import re
 import string
 import sys
@@ -64,6 +67,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import phonenumbers
 from phonenumbers.phonenumbermatcher import _LEAD_LIMIT, _PUNCTUATION_LIMIT
@@ -393,14 +397,40 @@ def _collect(pattern_id: int, start: int, end: int, flags: int, found: list[int]
     found.append(pattern_id)
 
 
-@functools.cache
-def _hyperscan_screen(region: str) -> Screen:
-    """All the screen patterns in one Hyperscan database, compiled on first use (per region) and scanned once
-    per text. Each thread gets its own scratch space, as Hyperscan requires."""
+def _screen_database(region: str) -> "hyperscan.Database":
+    """The compiled screen. Compiling takes ~0.5 s, which every export worker process would pay: the
+    serialized database is kept in the user's cache directory, keyed by everything it is built from (this
+    file, phonenumbers' metadata, Python's character tables, Hyperscan, the CPU), and loaded in
+    milliseconds. A cache that cannot be read or written is recompiled, never trusted."""
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rlhf"
+    key = hashlib.sha256(repr((Path(__file__).read_bytes(), phonenumbers.__version__, sys.version,
+                               version("hyperscan"), platform.machine(), platform.processor(), region)).encode())
+    path = cache / f"pii-screen-{key.hexdigest()[:32]}.hsdb"
+    try:
+        return hyperscan.loadb(path.read_bytes(), hyperscan.HS_MODE_BLOCK)
+    except (OSError, hyperscan.error):
+        pass
     patterns = _screen_patterns(region)
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(expressions=[p.encode() for _, p in patterns], ids=[i for i, _ in patterns],
                flags=hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_UTF8)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(hyperscan.dumpb(db))
+        partial.replace(path)  # whole or not at all
+    except OSError:
+        pass
+    return db
+
+
+@functools.cache
+def _hyperscan_screen(region: str) -> Screen:
+    """All the screen patterns in one Hyperscan database, scanned once per text. Each thread gets its own
+    scratch space, as Hyperscan requires."""
+    db = _screen_database(region)
     scan, threads, triggers = db.scan, threading.local(), _trigger_screen(region)
 
     def candidates(text: str) -> frozenset[int]:

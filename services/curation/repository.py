@@ -15,6 +15,8 @@ from services.curation.models import SCHEMA, DatasetExport, FeedbackView, Prefer
 # prompts that differ only in case, spacing or punctuation on the same side of the split.
 PROMPT_KEY = "regexp_replace(lower({col}), '[^[:alnum:]]+', '', 'g')"
 SPLIT_BUCKETS = 1_000_000
+# A 64-bit hash of the prompt key: counting which keys are shared needs only it (see migration 0003).
+PROMPT_HASH = "hashtextextended({key}, 0)"
 
 
 # An example's side of the split, from its (stored or computed) prompt key.
@@ -328,13 +330,14 @@ PAIR_EXAMPLES = f"""
     SELECT id::text AS id, query AS prompt, chosen_response AS chosen, rejected_response AS rejected,
            preference_strength AS strength, context_documents::text AS context, annotator_email AS annotator,
            annotation_notes AS notes, to_json(source_feedback_ids)::text AS feedback_ids, strategy,
-           prompt_key, exact_key, seq AS ord
+           prompt_key, prompt_hash, exact_key, seq AS ord
     FROM "{SCHEMA}".preference_pairs WHERE organization = $1 AND dataset_id = $2"""
 
 EXACT_KEY = "md5(prompt || chr(1) || chosen || chr(1) || coalesce(rejected, ''))::uuid"
 
 INSTRUCTION_EXAMPLES = f"""
-    SELECT *, {PROMPT_KEY.format(col="prompt")} AS prompt_key, {EXACT_KEY} AS exact_key, id AS ord FROM (
+    SELECT *, {PROMPT_KEY.format(col="prompt")} AS prompt_key, {PROMPT_HASH.format(key=PROMPT_KEY.format(col="prompt"))}
+           AS prompt_hash, {EXACT_KEY} AS exact_key, id AS ord FROM (
         SELECT feedback_id::text AS id, query AS prompt,
                COALESCE(review_correction, value_correction, response) AS chosen, NULL::text AS rejected,
                NULL::float AS strength, '[]' AS context, NULL::text AS annotator, NULL::text AS notes,
@@ -342,6 +345,17 @@ INSTRUCTION_EXAMPLES = f"""
         FROM "{SCHEMA}".feedback_projection
         WHERE organization = $1 AND feedback_id = ANY($2::uuid[]) AND status = 'approved' AND query IS NOT NULL
     ) members"""
+
+
+# Planner settings for a transaction that reads a dataset for validation or export:
+#   * work_mem — room for the duplicate searches' hash tables (a million prompt keys);
+#   * no parallel plans — the export reads by cursor, which never runs one: the planner would pick a
+#     parallel scan and sort over the index that gives the export order, then run it serially;
+#   * random_page_cost 1.1 (the usual value for data in memory or on SSD) — the (dataset_id, seq)
+#     index follows the table's physical order, yet at the default 4 the planner reads a stripe
+#     with a bitmap scan and a sort spilled to disk, four times slower than walking the index.
+EXPORT_SETTINGS = ("SET LOCAL work_mem = '64MB'; SET LOCAL max_parallel_workers_per_gather = 0; "
+                   "SET LOCAL random_page_cost = 1.1")
 
 
 def examples_sql(dataset_type: str) -> str:
@@ -373,25 +387,30 @@ def order_range_sql(dataset_type: str) -> str:
 
 def duplicate_groups_sql(dataset_type: str) -> str:
     """Each group of identical examples (ids and order keys in export order; the first is the one
-    exported), in export order. For pairs an index-only scan of (dataset_id, exact_key, seq) INCLUDE (id,
-    organization) reads the keys in group order: no table access, no sort."""
+    exported), in export order. The groups are found by counting keys alone — for pairs an index-only
+    scan of (dataset_id, exact_key, seq) INCLUDE (id, organization), no table access, no sort — and
+    only their members are read again."""
+    examples = examples_sql(dataset_type)
     return f"""
+        WITH shared AS (SELECT exact_key FROM ({examples}) e GROUP BY exact_key HAVING count(*) > 1)
         SELECT array_agg(id ORDER BY ord) AS ids, array_agg(ord ORDER BY ord) AS ords
-        FROM ({examples_sql(dataset_type)}) e
-        GROUP BY exact_key HAVING count(*) > 1 ORDER BY min(ord)"""
+        FROM ({examples}) e JOIN shared s ON s.exact_key = e.exact_key
+        GROUP BY e.exact_key ORDER BY min(ord)"""
 
 
 def near_duplicate_groups_sql(dataset_type: str) -> str:
     """Groups of examples equal up to case, spacing and punctuation that hold more than one distinct
     example, with how many distinct ones: each beyond the first is a near duplicate. Only examples
-    whose prompt key is shared can be near duplicates, so only those get their answers normalised."""
+    whose prompt key is shared can be near duplicates, so only those get their answers normalised;
+    which keys are shared is counted on the prompt hash (for pairs an index-only scan of
+    (dataset_id, prompt_hash)), the few that share one are compared by their keys."""
     answers = " || chr(1) || ".join(PROMPT_KEY.format(col=c) for c in ("chosen", "coalesce(rejected, '')"))
     examples = examples_sql(dataset_type)
     return f"""
-        WITH shared AS (SELECT prompt_key FROM ({examples}) e GROUP BY prompt_key HAVING count(*) > 1)
+        WITH shared AS (SELECT prompt_hash FROM ({examples}) e GROUP BY prompt_hash HAVING count(*) > 1)
         SELECT array_agg(id ORDER BY ord) AS ids, count(DISTINCT exact_key) AS distinct_examples,
                left(min(prompt), 200) AS prompt
-        FROM ({examples}) e JOIN shared s ON s.prompt_key = e.prompt_key
+        FROM ({examples}) e JOIN shared s ON s.prompt_hash = e.prompt_hash
         GROUP BY e.prompt_key, md5({answers})
         HAVING count(DISTINCT exact_key) > 1
         ORDER BY min(ord)"""

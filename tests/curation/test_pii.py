@@ -175,3 +175,28 @@ def test_the_screen_never_rules_out_a_detector_that_would_match(name):
     for text in _pii_corpus():
         assert screened.contains_pii(text) == full.contains_pii(text), text
         assert screened.mask(text) == full.mask(text), text
+
+
+def test_the_compiled_screen_is_cached_and_a_bad_cache_is_recompiled(tmp_path, monkeypatch):
+    """Export workers load the compiled screen instead of compiling it; a damaged file is never used."""
+    if hyperscan is None:
+        pytest.skip("no hyperscan wheel for this platform (the triggers screen is used)")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    text = "mail jane.roe@example.com or call +1 415-555-0132"
+    first = pii._screen_database("US")
+    (cached,) = (tmp_path / "rlhf").glob("pii-screen-*.hsdb")
+    patterns = pii._screen_patterns
+
+    def not_again(region):
+        raise AssertionError("compiled although the cache holds the database")
+
+    monkeypatch.setattr(pii, "_screen_patterns", not_again)
+    assert pii._screen_database("US").info() == first.info()  # loaded from the file
+    monkeypatch.setattr(pii, "_screen_patterns", patterns)
+    cached.write_bytes(b"not a database" + cached.read_bytes()[:1000])
+    again = pii._screen_database("US")  # recompiled, and the file mended
+    found: list[int] = []
+    again.scan(text.encode(), pii._collect, 0, found, hyperscan.Scratch(again))
+    assert {pii.DETECTORS.index(d) for d in pii.DETECTORS if d.kind == "EMAIL"} <= set(found)
+    assert pii.PHONE in found
+    assert hyperscan.loadb(cached.read_bytes(), hyperscan.HS_MODE_BLOCK).info() == first.info()
