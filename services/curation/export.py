@@ -183,35 +183,43 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
     lines: dict[str, list] = {"train": [], "validation": []}
     ends = {"train": 0, "validation": 0}  # bytes so far, per split
     sources: list[str] = []
+    # up to this many characters no example is too long (UTF-8 takes at most 4 bytes a character)
+    max_chars = None if shaping.max_bytes is None else shaping.max_bytes // 4
     for row in rows:
-        r = formats.Record._make(row)
-        if skip and r.id in skip:
+        example_id, prompt, chosen, rejected, *_, feedback_ids, in_validation = row
+        if skip and example_id in skip:
             continue
-        see(r.id, r.prompt, r.chosen, r.rejected)
-        split = "validation" if r.in_validation else "train"
+        # the row rules, for most rows decided here without a call (str.strip returns the string
+        # itself when there is nothing to strip)
+        if not (prompt.strip() and chosen.strip() and (rejected is None or (
+                rejected.strip() and chosen.strip() != rejected.strip()))) or (
+                max_chars is not None and len(prompt) + len(chosen) + len(rejected or "") > max_chars):
+            see(example_id, prompt, chosen, rejected)
+        split = "validation" if in_validation else "train"
         out.rows[split] += 1
         # ids are uuids and feedback_ids the database's JSON: nothing here needs escaping
-        sources.append(f'{{"split":"{split}","id":"{r.id}","feedback_ids":{r.feedback_ids}}}\n')
+        sources.append(f'{{"split":"{split}","id":"{example_id}","feedback_ids":{feedback_ids}}}\n')
+        r = row  # the builders and line writers read fields by position: a Record only where it is built anew
         if dry_run:
-            problems = formats.line_problems(fmt, build(r, system))
+            problems = formats.line_problems(fmt, build(formats.Record._make(row), system))
             if problems:
                 out.line_failure_count += 1
                 if len(out.line_failures) < 3:
-                    out.line_failures.append({"id": r.id, "problems": problems})
+                    out.line_failures.append({"id": example_id, "problems": problems})
             continue
         found: list | tuple | None = None
-        joined = "\x00".join([r[i] or "" for i in fields])
+        joined = "\x00".join([row[i] or "" for i in fields])
         if screen(joined):
             if "\x01" in joined or "\x02" in joined:
-                found = tuple(r)
+                found = tuple(row)
             else:
                 references = References()
-                r = masked(r, fields, references)
+                r = masked(formats.Record._make(row), fields, references)
                 found = references.found or None
         if parquet:
             if found:
                 out.flagged.append((split, len(lines[split]), found))
-            lines[split].append(build(r, system))
+            lines[split].append(build(formats.Record._make(r), system))
             continue
         line = json_line(r)
         lines[split].append(line)

@@ -181,8 +181,8 @@ def json_line_writer(fmt: str, system: str | None) -> Callable[[Record], bytes]:
     so it follows the builder; that is about twice as fast as building and dumping a dict."""
     build = BUILDERS[fmt]
 
-    def generic_line(r: Record) -> bytes:
-        return orjson.dumps(build(r, system)) + b"\n"
+    def generic_line(r: Record | tuple) -> bytes:
+        return orjson.dumps(build(Record._make(r), system)) + b"\n"
 
     texts = _positions("prompt", "chosen", "rejected")
 
@@ -211,10 +211,18 @@ def json_line_writer(fmt: str, system: str | None) -> Callable[[Record], bytes]:
     dumps = orjson.dumps
     if len(fields) == 3:
         (a, b, c, d), (i, j, k) = pieces, fields
-        return lambda r: b"".join((a, dumps(r[i]), b, dumps(r[j]), c, dumps(r[k]), d))
+
+        def templated_line(r: Record | tuple) -> bytes:  # a Record or any row in its field order
+            return b"".join((a, dumps(r[i]), b, dumps(r[j]), c, dumps(r[k]), d))
+
+        return templated_line
     if len(fields) == 2:
         (a, b, c), (i, j) = pieces, fields
-        return lambda r: b"".join((a, dumps(r[i]), b, dumps(r[j]), c))
+
+        def templated_line(r: Record | tuple) -> bytes:
+            return b"".join((a, dumps(r[i]), b, dumps(r[j]), c))
+
+        return templated_line
     return generic_line
 
 
