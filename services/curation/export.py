@@ -2,19 +2,20 @@
 written atomically to the object store.
 
 The work is split in two so that it can use every CPU:
-  * `shape` turns rows into lines — the PII screen, the tally, the line and its source entry. It is
-    pure and needs no shared state, so a large export runs it in a pool of processes, one stripe of
-    the dataset each (`run_stripe`: each worker reads its stripe itself, on the export's snapshot,
-    exported with pg_export_snapshot). Small exports run it in the service's process.
-  * `ExportWriter` takes the shaped stripes back in export order and does what needs one place:
-    rows the screen flagged are masked here, in order, so a value gets the same placeholder
-    everywhere and placeholders are numbered by first appearance whatever the number of workers;
-    exact duplicates are dropped; the bytes are hashed and written.
+  * `shape` turns rows into lines: exact duplicates dropped, the row rules tallied, the PII screen
+    and masking, the line and its source entry. It is pure, so a large export runs it in a pool of
+    processes, one stripe of the dataset at a time (`run_stripe`: each worker reads its stripe
+    itself, on the export's snapshot, exported with pg_export_snapshot); small exports run it in
+    the service's process. A value found to be PII is replaced by a reference to it (References),
+    not by a numbered placeholder: numbering needs the whole export's order.
+  * `ExportWriter` takes the shaped stripes back in export order and does what needs one place: it
+    numbers the placeholders (first appearance in export order gets 1: the files are the same
+    whatever the number of workers), counts, hashes and writes.
 
-Memory stays flat whatever the dataset's size: a stripe or chunk at a time is in flight per worker.
-Every file is written through the store's atomic writer (temporary file, then rename / one upload),
-so an interrupted export leaves no partial file; the version only becomes visible when the service
-commits it, after every file is in place.
+Memory stays flat whatever the dataset's size: a few stripes are in flight per worker. Every file is
+written through the store's atomic writer (temporary file, then rename / one upload), so an
+interrupted export leaves no partial file; the version only becomes visible when the service commits
+it, after every file is in place.
 """
 
 import asyncio

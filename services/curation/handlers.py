@@ -3,6 +3,7 @@ inside the transaction their caller (api.py or consumers.py) opened; none commit
 export and validation run on their own connection: a read-only snapshot streamed by a cursor."""
 
 import asyncio
+import bisect
 import re
 import uuid
 from collections.abc import Sequence
@@ -287,13 +288,13 @@ async def examples_pass(conn, snapshot: dict, fmt: str, ratio: float, seed: int,
     if parallel:
         warm_up_workers()  # the worker processes start while this connection looks for duplicates
     groups = await _fetch(conn, repository.duplicate_groups_sql(dataset_type), args)
-    duplicates = {(i, o) for g in groups for i, o in zip(g["ids"][1:], g["ords"][1:], strict=True)}
+    dropped = {(i, o) for g in groups for i, o in zip(g["ids"][1:], g["ords"][1:], strict=True)}  # all but the first
     near_sql = repository.near_duplicate_groups_sql(dataset_type)
     near_search: asyncio.Future | None = None
     writer = ExportWriter(store, shaping, prefix, masker)
     try:
         if parallel:
-            stripes = await _stripes(conn, dsn, dataset_type, args, shaping, snapshot["sample_count"], duplicates)
+            stripes = await _stripes(conn, dsn, dataset_type, args, shaping, snapshot["sample_count"], dropped)
             # the near-duplicate search only feeds the report: it runs while the workers shape
             near_search = asyncio.ensure_future(_fetch(conn, near_sql, args))
             async for shaped in shaped_stripes(stripes):
@@ -302,7 +303,7 @@ async def examples_pass(conn, snapshot: dict, fmt: str, ratio: float, seed: int,
             near = await near_search
         else:
             near = await _fetch(conn, near_sql, args)
-            skip = {i for i, _ in duplicates}
+            skip = {i for i, _ in dropped}
             cursor = await conn.cursor(repository.export_sql(dataset_type, fmt), *args)
             async for chunk in prefetched(lambda: cursor.fetch(CHUNK_ROWS)):
                 await asyncio.to_thread(lambda rows: writer.add(shape(rows, shaping, skip)), chunk)
@@ -315,20 +316,27 @@ async def examples_pass(conn, snapshot: dict, fmt: str, ratio: float, seed: int,
     groups = [g["ids"] for g in groups]
     prompts = dict(await conn.fetch(repository.example_prompts_sql(dataset_type), snapshot["organization"], members,
                                     [ids[0] for ids in groups[:3]]))
-    validation_rows = writer.rows["validation"]
-    train_rows = writer.rows["train"]
+    train_rows, validation_rows = writer.rows["train"], writer.rows["validation"]
+    duplicates = [{"ids": ids, "prompt": prompts.get(ids[0], "")} for ids in groups]
+    results = _rule_results(fmt, writer, duplicates, near, dry_run=store is None)
+    counts = {"total": train_rows + validation_rows + sum(len(ids) - 1 for ids in groups),
+              "distinct": train_rows + validation_rows, "train": train_rows, "validation": validation_rows}
+    return Pass(results, counts, writer)
+
+
+def _rule_results(fmt: str, writer: ExportWriter, duplicates: list[dict], near: list, *,
+                  dry_run: bool) -> list[domain.RuleResult]:
+    """The quality report's rules, from what the pass counted and the duplicate searches found."""
+    rules, tally = formats.RULES[fmt], writer.tally
+    train_rows, validation_rows = writer.rows["train"], writer.rows["validation"]
     distinct = train_rows + validation_rows
-    tally = writer.tally
-    counted = {
-        "empty_field": "prompt, chosen or rejected is empty or only whitespace",
-        "chosen_equals_rejected": "the chosen answer is the rejected one",
-    }
-    results = [domain.RuleResult(rule, "error", tally.counts[rule], message, tally.examples[rule])
-               for rule, message in counted.items()]
-    results += [
-        domain.RuleResult("exact_duplicate", "warning", sum(len(ids) - 1 for ids in groups),
-                          "identical examples; each is exported once",
-                          [{"ids": ids, "prompt": prompts.get(ids[0], "")} for ids in groups[:3]]),
+    results = [
+        domain.RuleResult("empty_field", "error", tally.counts["empty_field"],
+                          "prompt, chosen or rejected is empty or only whitespace", tally.examples["empty_field"]),
+        domain.RuleResult("chosen_equals_rejected", "error", tally.counts["chosen_equals_rejected"],
+                          "the chosen answer is the rejected one", tally.examples["chosen_equals_rejected"]),
+        domain.RuleResult("exact_duplicate", "warning", sum(len(d["ids"]) - 1 for d in duplicates),
+                          "identical examples; each is exported once", duplicates[:3]),
         domain.RuleResult("near_duplicate", "warning", sum(g["distinct_examples"] - 1 for g in near),
                           "examples equal up to case, spacing and punctuation",
                           [{"ids": g["ids"], "prompt": g["prompt"]} for g in near[:3]]),
@@ -347,16 +355,14 @@ async def examples_pass(conn, snapshot: dict, fmt: str, ratio: float, seed: int,
             f"{rules.provider} takes at most {rules.max_train_examples} training and {rules.max_validation_examples} "
             f"validation examples; the split gives {train_rows} and {validation_rows}", [],
         ))
-    if store is None:
+    if dry_run:
         results.append(domain.RuleResult("provider_schema", "error", writer.line_failure_count,
                                           f"lines the {fmt} format's rules reject", writer.line_failures))
-    counts = {"total": distinct + sum(len(ids) - 1 for ids in groups), "distinct": distinct, "train": train_rows,
-              "validation": validation_rows}
-    return Pass(results, counts, writer)
+    return results
 
 
 async def _stripes(conn, dsn: str, dataset_type: str, args: list, shaping: Shaping, estimate: int,
-                   duplicates: set[tuple[str, int]]) -> list[Stripe]:
+                   dropped: set[tuple[str, int]]) -> list[Stripe]:
     """The worker tasks of a parallel export: ranges of the order key holding about STRIPE_ROWS
     examples each, all read on this transaction's snapshot, each with the duplicates it drops."""
     snapshot_id = await conn.fetchval("SELECT pg_export_snapshot()")
@@ -366,11 +372,13 @@ async def _stripes(conn, dsn: str, dataset_type: str, args: list, shaping: Shapi
         return []
     width = max(1, (hi - lo + 1) * STRIPE_ROWS // max(estimate, 1))
     sql = repository.export_sql(dataset_type, shaping.fmt, stripe=True)
-    return [
-        Stripe(dsn, snapshot_id, sql, (*args, start, start + width), shaping,
-               frozenset(i for i, o in duplicates if start <= o < start + width), repository.EXPORT_SETTINGS)
-        for start in range(lo, hi + 1, width)
-    ]
+    by_order = sorted((o, i) for i, o in dropped)
+    stripes = []
+    for start in range(lo, hi + 1, width):
+        first, last = bisect.bisect_left(by_order, (start,)), bisect.bisect_left(by_order, (start + width,))
+        stripes.append(Stripe(dsn, snapshot_id, sql, (*args, start, start + width), shaping,
+                              frozenset(i for _, i in by_order[first:last]), repository.EXPORT_SETTINGS))
+    return stripes
 
 
 async def _snapshot(conn, organization: str, dataset_id: uuid.UUID) -> dict:

@@ -270,7 +270,13 @@ async def create_pairs_by_strategy(
     rating_span: float,
     annotator: str | None,
 ) -> int:
-    """One INSERT … SELECT in the database; returns how many pairs are new (re-runs add none)."""
+    """One INSERT … SELECT in the database; returns how many pairs are new (re-runs add none).
+
+    The thumbs and rating strategies join feedback to feedback on the normalised query. A projection
+    filled since its last ANALYZE (a fresh import, a burst of feedback) has no statistics, the planner
+    then expects a row or two and nests loops: 10,000 feedback items took 4 s instead of 0.05 s. A
+    hash join is never much worse here, so nested loops are off for this statement's transaction."""
+    await session.execute(text("SET LOCAL enable_nestloop = off"))
     eligible, params = _eligible_cte(scope)
     sql = f"WITH {eligible}, candidates AS ({_CANDIDATES[strategy]}), ins AS ({_INSERT_PAIRS}) SELECT count(*) FROM ins"
     params.update(
