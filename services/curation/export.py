@@ -26,6 +26,7 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -276,10 +277,13 @@ async def _read_stripe(stripe: Stripe) -> list:
 _pool: ProcessPoolExecutor | None = None
 
 
-def worker_pool() -> ProcessPoolExecutor:
+def worker_pool(*, fresh: bool = False) -> ProcessPoolExecutor:
     """One pool per service process, started on first use and kept (spawned, not forked: the
-    service has threads and an event loop running)."""
+    service has threads and an event loop running). `fresh` replaces it (after a worker died)."""
     global _pool
+    if _pool is not None and fresh:
+        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool = None
     if _pool is None:
         _pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"))
     return _pool
@@ -287,30 +291,48 @@ def worker_pool() -> ProcessPoolExecutor:
 
 def warm_up_workers() -> None:
     """Starts every worker process (spawning and importing take a while) without waiting for them."""
-    pool = worker_pool()
-    for _ in range(WORKERS):
-        pool.submit(_ready)
+    try:
+        pool = worker_pool()
+        futures = [pool.submit(_ready) for _ in range(WORKERS)]
+    except BrokenProcessPool:
+        pool = worker_pool(fresh=True)
+        futures = [pool.submit(_ready) for _ in range(WORKERS)]
+    for f in futures:
+        f.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure shows in the export itself
 
 
 def _ready() -> None:
-    _SCREEN._screen("")  # compiles the PII screen
+    _SCREEN._screen("")  # loads (or compiles) the PII screen
 
 
 async def shaped_stripes(stripes: list[Stripe]) -> AsyncIterator[Shaped]:
-    """The stripes' results in order, with two tasks per worker in flight."""
-    pool, loop = worker_pool(), asyncio.get_running_loop()
-    pending: deque[asyncio.Future] = deque()
-    todo = iter(stripes)
-    try:
-        while True:
-            while len(pending) < 2 * WORKERS and (stripe := next(todo, None)) is not None:
-                pending.append(loop.run_in_executor(pool, run_stripe, stripe))
-            if not pending:
-                return
-            yield await pending.popleft()
-    finally:
-        for f in pending:
-            f.cancel()
+    """The stripes' results in order, with two tasks per worker in flight. If a worker process dies
+    (killed, out of memory) the pool is replaced and the stripes not yet returned run again, once:
+    a stripe is a pure function of the export's snapshot, which stays open."""
+    loop = asyncio.get_running_loop()
+    done, retried = 0, False
+    while True:
+        pending: deque[tuple[int, asyncio.Future]] = deque()
+        try:
+            pool, todo = worker_pool(), done
+            while True:
+                while len(pending) < 2 * WORKERS and todo < len(stripes):
+                    pending.append((todo, loop.run_in_executor(pool, run_stripe, stripes[todo])))
+                    todo += 1
+                if not pending:
+                    return
+                shaped = await pending[0][1]
+                pending.popleft()
+                done += 1
+                yield shaped
+        except BrokenProcessPool:
+            if retried:
+                raise
+            retried = True
+            worker_pool(fresh=True)
+        finally:
+            for _, f in pending:
+                f.cancel()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -249,6 +250,15 @@ async def test_worker_processes_write_the_same_files(api, make_key, org, feed, s
     text = local_bytes(store, parallel["url"]).decode() + local_bytes(store, parallel["validation_url"]).decode()
     for secret in PLANTED:
         assert secret not in text
+
+    # a worker process that dies (killed, out of memory) does not take the next exports with it
+    workers = list(export_module._pool._processes.values())
+    for process in workers:
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(10)
+    again = await export(api, h, ds, "openai_dpo")
+    assert local_bytes(store, again["url"]) == local_bytes(store, in_process["url"])
+    assert not {w.pid for w in workers} & set(export_module._pool._processes)
 
 
 async def test_instruction_tuning_exports_approved_answers(api, make_key, org, feed, store):
