@@ -23,11 +23,12 @@ import hashlib
 import multiprocessing
 import os
 import re
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -38,7 +39,7 @@ from services.curation import formats
 from services.curation.pii import Masker
 
 CHUNK_ROWS = 5000  # rows per cursor fetch in the service's process
-STRIPE_ROWS = 10_000  # rows per worker task
+STRIPE_ROWS = 5_000  # rows per worker task
 PARALLEL_MIN_ROWS = 100_000  # smaller exports are not worth starting worker processes for
 WORKERS = os.cpu_count() or 2
 
@@ -289,16 +290,37 @@ def worker_pool(*, fresh: bool = False) -> ProcessPoolExecutor:
     return _pool
 
 
-def warm_up_workers() -> None:
-    """Starts every worker process (spawning and importing take a while) without waiting for them."""
-    try:
-        pool = worker_pool()
-        futures = [pool.submit(_ready) for _ in range(WORKERS)]
-    except BrokenProcessPool:
-        pool = worker_pool(fresh=True)
-        futures = [pool.submit(_ready) for _ in range(WORKERS)]
+def warm_up_workers(*, fresh: bool = False) -> None:
+    """Starts every worker process (spawning and importing take a while) without waiting for them.
+    Every worker is started here: a submit starts a process while none is idle and fewer than
+    WORKERS run."""
+    with _main_module_hidden():
+        try:
+            pool = worker_pool(fresh=fresh)
+            futures = [pool.submit(_ready) for _ in range(WORKERS)]
+        except BrokenProcessPool:
+            pool = worker_pool(fresh=True)
+            futures = [pool.submit(_ready) for _ in range(WORKERS)]
     for f in futures:
         f.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure shows in the export itself
+
+
+@contextmanager
+def _main_module_hidden():
+    """multiprocessing's spawn makes each new process import the parent's main module (functions
+    defined there may be sent to it). The workers need nothing from it, and the service's main module
+    imports the whole service — FastAPI, SQLAlchemy, FastStream: ~50 MB more a worker, and a second
+    of start-up. While the workers start, the main module shows neither its name nor its file, as an
+    interactive interpreter's does, and spawn imports nothing of it."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _ready() -> None:
@@ -306,7 +328,7 @@ def _ready() -> None:
 
 
 async def shaped_stripes(stripes: list[Stripe]) -> AsyncIterator[Shaped]:
-    """The stripes' results in order, with two tasks per worker in flight. If a worker process dies
+    """The stripes' results in order, one more task in flight than there are workers. If a worker dies
     (killed, out of memory) the pool is replaced and the stripes not yet returned run again, once:
     a stripe is a pure function of the export's snapshot, which stays open."""
     loop = asyncio.get_running_loop()
@@ -316,7 +338,7 @@ async def shaped_stripes(stripes: list[Stripe]) -> AsyncIterator[Shaped]:
         try:
             pool, todo = worker_pool(), done
             while True:
-                while len(pending) < 2 * WORKERS and todo < len(stripes):
+                while len(pending) < WORKERS + 1 and todo < len(stripes):
                     pending.append((todo, loop.run_in_executor(pool, run_stripe, stripes[todo])))
                     todo += 1
                 if not pending:
@@ -329,7 +351,7 @@ async def shaped_stripes(stripes: list[Stripe]) -> AsyncIterator[Shaped]:
             if retried:
                 raise
             retried = True
-            worker_pool(fresh=True)
+            warm_up_workers(fresh=True)
         finally:
             for _, f in pending:
                 f.cancel()
