@@ -186,18 +186,11 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
     lines: dict[str, list] = {"train": [], "validation": []}
     ends = {"train": 0, "validation": 0}  # bytes so far, per split
     sources: list[str] = []
-    # up to this many characters no example is too long (UTF-8 takes at most 4 bytes a character)
-    max_chars = None if shaping.max_bytes is None else shaping.max_bytes // 4
     for row in rows:
         example_id, prompt, chosen, rejected, *_, feedback_ids, in_validation = row
         if skip and example_id in skip:
             continue
-        # the row rules, for most rows decided here without a call (str.strip returns the string
-        # itself when there is nothing to strip)
-        if not (prompt.strip() and chosen.strip() and (rejected is None or (
-                rejected.strip() and chosen.strip() != rejected.strip()))) or (
-                max_chars is not None and len(prompt) + len(chosen) + len(rejected or "") > max_chars):
-            see(example_id, prompt, chosen, rejected)
+        see(example_id, prompt, chosen, rejected)
         split = "validation" if in_validation else "train"
         out.rows[split] += 1
         # ids are uuids and feedback_ids the database's JSON: nothing here needs escaping
@@ -296,11 +289,9 @@ def warm_up_workers(*, fresh: bool = False) -> None:
     WORKERS run."""
     with _main_module_hidden():
         try:
-            pool = worker_pool(fresh=fresh)
-            futures = [pool.submit(_ready) for _ in range(WORKERS)]
-        except BrokenProcessPool:
-            pool = worker_pool(fresh=True)
-            futures = [pool.submit(_ready) for _ in range(WORKERS)]
+            futures = [worker_pool(fresh=fresh).submit(_ready) for _ in range(WORKERS)]
+        except BrokenProcessPool:  # a worker died since the last export
+            futures = [worker_pool(fresh=True).submit(_ready) for _ in range(WORKERS)]
     for f in futures:
         f.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure shows in the export itself
 
@@ -413,14 +404,17 @@ class ExportWriter:
         self.sources_key = f"{prefix}/sources.jsonl"
         self._stack = ExitStack()
         self._sources: HashingWriter | None = None
+        fmt, system = shaping.fmt, shaping.system_prompt
+        if fmt == "parquet":  # a row: a dict
+            self._line: Callable[[formats.Record], Any] = lambda r: formats.BUILDERS[fmt](r, system)
+        else:  # a JSONL line, built once per export
+            self._line = formats.json_line_writer(fmt, system)
 
     def _open(self, key: str) -> HashingWriter:
         return HashingWriter(self._stack.enter_context(self.store.writer(key)))
 
     def _masked_line(self, record: tuple) -> Any:
-        fmt, system = self.shaping.fmt, self.shaping.system_prompt
-        r = masked(formats.Record._make(record), formats.EXPORTED_FIELDS[fmt], self.masker)
-        return formats.BUILDERS[fmt](r, system) if fmt == "parquet" else formats.json_line_writer(fmt, system)(r)
+        return self._line(masked(formats.Record._make(record), formats.EXPORTED_FIELDS[self.shaping.fmt], self.masker))
 
     def _numbered(self, line: Any, found: list[tuple[str, str]]) -> Any:
         """The line with each reference replaced by its value's placeholder, numbered here, in export order."""

@@ -24,7 +24,6 @@ from typing import Any, NamedTuple
 
 import orjson
 
-PAIR_TYPES = ("preference_pairs", "dpo")
 INSTRUCTION_TYPES = ("instruction_tuning",)
 FORMATS = ("openai_sft", "openai_dpo", "anthropic", "bedrock_claude", "trl_dpo", "parquet", "jsonl")
 NEEDS_PAIRS = {"openai_dpo", "trl_dpo"}  # a rejected answer is part of the line
