@@ -423,8 +423,13 @@ def near_duplicate_groups_sql(dataset_type: str) -> str:
 
 
 def example_prompts_sql(dataset_type: str) -> str:
-    """The prompts of the given example ids ($3), for a report's examples."""
-    return f"SELECT id, left(prompt, 200) AS prompt FROM ({examples_sql(dataset_type)}) e WHERE id = ANY($3::text[])"
+    """The prompts of the given example ids ($3), for a report's examples: looked up by the table's key
+    (a filter on the examples' text ids would compute the text of every id in the dataset)."""
+    if dataset_type == "instruction_tuning":
+        return f"""SELECT feedback_id::text AS id, left(query, 200) AS prompt FROM "{SCHEMA}".feedback_projection
+                   WHERE organization = $1 AND feedback_id = ANY($2::uuid[]) AND feedback_id = ANY($3::uuid[])"""
+    return f"""SELECT id::text AS id, left(query, 200) AS prompt FROM "{SCHEMA}".preference_pairs
+               WHERE organization = $1 AND dataset_id = $2 AND id = ANY($3::uuid[])"""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -197,6 +197,8 @@ async def test_validation_report_counts_rules_with_examples(api, make_key, org):
     report = r.json()
     rules = {x["rule"]: x for x in report["rules"]}
     assert rules["exact_duplicate"]["count"] == 1 and rules["near_duplicate"]["count"] == 1
+    assert rules["exact_duplicate"]["examples"][0]["prompt"] == "How do I deploy service 1?"
+    assert len(rules["exact_duplicate"]["examples"][0]["ids"]) == 2
     assert rules["chosen_equals_rejected"]["count"] == 1 and rules["empty_field"]["count"] == 1
     assert rules["chosen_equals_rejected"]["examples"][0]["prompt"] == "How do I deploy service 40?"
     assert rules["split_overlap"]["count"] == 0 and rules["min_samples"]["count"] == 0

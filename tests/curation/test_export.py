@@ -269,10 +269,17 @@ async def test_instruction_tuning_exports_approved_answers(api, make_key, org, f
         fid = await received(org, f"Question {i}?", f"Answer {i}.", "thumbs_up")
         await reviewed(org, fid, "approved", correction=f"Better answer {i}." if i == 0 else None)
         ids.append(str(fid))
+    again = await received(org, "Question 3?", "Answer 3.", "thumbs_up")  # the same example twice
+    await reviewed(org, again, "approved")
     pending = await received(org, "Unreviewed?", "Maybe.", "thumbs_up")
     ds = (await api.post("/api/training-datasets", json={"name": "IT", "dataset_type": "instruction_tuning",
-                                                         "feedback_ids": [*ids, str(pending)]}, headers=h)).json()
-    assert ds["sample_count"] == 12
+                                                         "feedback_ids": [*ids, str(again), str(pending)]},
+                         headers=h)).json()
+    assert ds["sample_count"] == 13
+    r = await api.post(f"/api/training-datasets/{ds['id']}/validate", json={"format": "openai_sft"}, headers=h)
+    duplicates = {x["rule"]: x for x in r.json()["rules"]}["exact_duplicate"]
+    assert duplicates["count"] == 1 and duplicates["examples"][0]["prompt"] == "Question 3?"
+    assert sorted(duplicates["examples"][0]["ids"]) == sorted([ids[3], str(again)])
     await api.patch(f"/api/training-datasets/{ds['id']}", json={"status": "ready"}, headers=h)
     r = await api.post(f"/api/training-datasets/{ds['id']}/export", json={"format": "trl_dpo"}, headers=h)
     assert r.status_code == 422 and "trl_dpo" in r.json()["message"]
