@@ -197,7 +197,7 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
         sources.append(f'{{"split":"{split}","id":"{example_id}","feedback_ids":{feedback_ids}}}\n')
         r = row  # the builders and line writers read fields by position: a Record only where it is built anew
         if dry_run:
-            problems = formats.line_problems(fmt, build(formats.Record._make(row), system))
+            problems = formats.line_problems(fmt, build(formats.record(row), system))
             if problems:
                 out.line_failure_count += 1
                 if len(out.line_failures) < 3:
@@ -210,12 +210,12 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
                 found = tuple(row)
             else:
                 references = References()
-                r = masked(formats.Record._make(row), fields, references)
+                r = masked(formats.record(row), fields, references)
                 found = references.found or None
         if parquet:
             if found:
                 out.flagged.append((split, len(lines[split]), found))
-            lines[split].append(build(formats.Record._make(r), system))
+            lines[split].append(build(formats.record(r), system))
             continue
         line = json_line(r)
         lines[split].append(line)
@@ -414,7 +414,7 @@ class ExportWriter:
         return HashingWriter(self._stack.enter_context(self.store.writer(key)))
 
     def _masked_line(self, record: tuple) -> Any:
-        return self._line(masked(formats.Record._make(record), formats.EXPORTED_FIELDS[self.shaping.fmt], self.masker))
+        return self._line(masked(formats.record(record), formats.EXPORTED_FIELDS[self.shaping.fmt], self.masker))
 
     def _numbered(self, line: Any, found: list[tuple[str, str]]) -> Any:
         """The line with each reference replaced by its value's placeholder, numbered here, in export order."""

@@ -82,9 +82,20 @@ class Record(NamedTuple):
     context_documents: str
     annotator: str | None
     notes: str | None
-    feedback_ids: str  # a JSON array
     strategy: str
-    in_validation: bool
+    feedback_ids: str  # a JSON array
+    in_validation: bool  # the last two come last in every row of the export query, short or not
+
+
+def record(row: Record | tuple) -> Record:
+    """A row of the export query as a Record. For the formats that export only the texts the query
+    leaves the other fields out (less to decode): a short row, `id, prompt, chosen, rejected,
+    feedback_ids, in_validation`, whose first four fields are at their Record positions."""
+    if len(row) == len(Record._fields):
+        return Record._make(row)
+    example_id, prompt, chosen, rejected, feedback_ids, in_validation = row
+    return Record(example_id, prompt, chosen, rejected, strength=None, context_documents=None, annotator=None,
+                  notes=None, strategy=None, feedback_ids=feedback_ids, in_validation=in_validation)
 
 
 def _positions(*names: str) -> tuple[int, ...]:
@@ -181,7 +192,7 @@ def json_line_writer(fmt: str, system: str | None) -> Callable[[Record], bytes]:
     build = BUILDERS[fmt]
 
     def generic_line(r: Record | tuple) -> bytes:
-        return orjson.dumps(build(Record._make(r), system)) + b"\n"
+        return orjson.dumps(build(record(r), system)) + b"\n"
 
     texts = _positions("prompt", "chosen", "rejected")
 

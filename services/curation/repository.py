@@ -374,14 +374,12 @@ def export_sql(dataset_type: str, fmt: str, *, stripe: bool = False) -> str:
     order: the scan reads the heap front to back. Exact duplicates are in the stream; the export
     skips all but the first of each group (duplicate_groups_sql). With `stripe`, only the examples
     with $5 <= ord < $6."""
-    generic = fmt in ("jsonl", "parquet")  # only these carry the other fields: the rest get NULLs, less to decode
-    strength, context, annotator, notes, strategy = (
-        c if generic else f"NULL AS {c}" for c in ("strength", "context", "annotator", "notes", "strategy")
-    )
+    # only these formats carry the other fields; for the rest the rows are short (formats.record)
+    columns = ("id, prompt, chosen, rejected, strength, context, annotator, notes, strategy, feedback_ids"
+               if fmt in ("jsonl", "parquet") else "id, prompt, chosen, rejected, feedback_ids")
     where = "WHERE ord >= $5 AND ord < $6" if stripe else ""
     return f"""
-        SELECT id, prompt, chosen, rejected, {strength}, {context}, {annotator}, {notes}, feedback_ids, {strategy},
-               {IN_VALIDATION} AS in_validation
+        SELECT {columns}, {IN_VALIDATION} AS in_validation
         FROM ({examples_sql(dataset_type)}) e {where}
         ORDER BY ord"""
 

@@ -128,6 +128,31 @@ async def test_openai_files_match_openais_schemas(api, make_key, org, feed, stor
             assert set(lines[0]) == {"input", "preferred_output", "non_preferred_output"}
 
 
+async def test_sources_name_each_exported_example_and_its_feedback(api, make_key, org, feed, store):
+    """sources.jsonl has one JSON entry per exported example: the n-th entry of a split is line n of
+    that split's file, with the pair's id and the feedback the pair was made from."""
+    h = await make_key(org)
+    ds = await exportable(api, h, feed, org)
+    pairs = (await api.get(f"/api/preference-pairs?dataset_id={ds['id']}&limit=100", headers=h)).json()["items"]
+    provenance = {p["id"]: sorted(p["source_feedback_ids"]) for p in pairs}
+    assert len(provenance) == 42 and sum(1 for ids in provenance.values() if ids) == 2
+    for fmt in ("openai_dpo", "jsonl"):  # a format that exports only the texts, and one that exports every field
+        out = await export(api, h, ds, fmt)
+        entries = jsonl(local_bytes(store, out["manifest_url"].rsplit("/", 1)[0] + "/sources.jsonl"))
+        assert sorted(e["id"] for e in entries) == sorted(provenance)
+        for e in entries:
+            assert sorted(e["feedback_ids"]) == provenance[e["id"]], (fmt, e)
+        for split, url in (("train", out["url"]), ("validation", out["validation_url"])):
+            lines = jsonl(local_bytes(store, url))
+            described = [e for e in entries if e["split"] == split]
+            assert len(described) == len(lines) == out["counts"][split]
+            prompts = [line["prompt"] if fmt == "jsonl" else line["input"]["messages"][-1]["content"]
+                       for line in lines]
+            query = {p["id"]: p["query"] for p in pairs}
+            for entry, prompt in zip(described, prompts, strict=True):
+                assert prompt == query[entry["id"]] or "_1>" in prompt  # (the two prompts with PII are masked)
+
+
 async def test_trl_file_loads_with_datasets_for_dpo(api, make_key, org, feed, store, tmp_path):
     from datasets import load_dataset
 
