@@ -20,6 +20,7 @@ it, after every file is in place.
 
 import asyncio
 import hashlib
+import itertools
 import multiprocessing
 import operator
 import os
@@ -29,7 +30,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -37,7 +38,7 @@ import asyncpg
 import orjson
 
 from services.curation import formats
-from services.curation.pii import Masker
+from services.curation.pii import Masker, screen_groups
 
 CHUNK_ROWS = 5000  # rows per cursor fetch in the service's process
 STRIPE_ROWS = 5_000  # rows per worker task
@@ -170,7 +171,6 @@ _LETTERS = str.maketrans("0123456789", "abcdefghij")  # letters: a reference nev
 _DIGITS = {bytes: bytes.maketrans(b"abcdefghij", b"0123456789"), str: str.maketrans("abcdefghij", "0123456789")}
 _JSON_REFERENCE = re.compile(rb"\\u0001([a-j]+)\\u0002")  # as orjson writes \x01 and \x02 in a string
 _TEXT_REFERENCE = re.compile("\x01([a-j]+)\x02")
-_SCREEN = Masker()  # only its PII screen is used here: nothing is counted or numbered
 
 
 def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
@@ -179,7 +179,7 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
     the writer numbers. A dry run (validation) keeps no lines: it checks each against the provider's
     rules (masking changes no line's structure or emptiness, so it is not done)."""
     out = Shaped(tally=Tally(shaping.max_bytes))
-    see, screen = out.tally.see, _SCREEN._screen
+    see = out.tally.see
     build, system, fmt, dry_run = formats.BUILDERS[shaping.fmt], shaping.system_prompt, shaping.fmt, shaping.dry_run
     fields = formats.EXPORTED_FIELDS[fmt]
     exported = operator.itemgetter(*fields)  # (every format exports at least two fields)
@@ -189,7 +189,11 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
     lines: dict[str, list] = {"train": [], "validation": []}
     ends = {"train": 0, "validation": 0}  # bytes so far, per split
     sources: list[str] = []
-    for row in rows:
+    flagged: set[int] = set()  # the rows in which the PII screen finds candidates
+    if not dry_run:
+        texts = list(itertools.chain.from_iterable(map(exported, rows)))
+        flagged = screen_groups(texts if None not in texts else [t or "" for t in texts], len(fields))
+    for n, row in enumerate(rows):
         example_id, prompt, chosen, rejected, *_, feedback_ids, in_validation = row
         if skip and example_id in skip:
             continue
@@ -207,9 +211,8 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
                     out.line_failures.append({"id": example_id, "problems": problems})
             continue
         found: list | tuple | None = None
-        joined = "\x00".join(filter(None, exported(row)))
-        if screen(joined):
-            if "\x01" in joined or "\x02" in joined:
+        if n in flagged:
+            if any("\x01" in t or "\x02" in t for t in exported(row) if t):
                 found = tuple(row)
             else:
                 references.found = []
@@ -264,11 +267,19 @@ async def _read_stripe(stripe: Stripe) -> list:
     conn = _worker_state.get(stripe.dsn)
     if conn is None or conn.is_closed():
         conn = _worker_state[stripe.dsn] = await asyncpg.connect(stripe.dsn)
-    if not _SNAPSHOT_ID.fullmatch(stripe.snapshot):
-        raise ValueError(f"not a snapshot id: {stripe.snapshot!r}")
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute(f"SET TRANSACTION SNAPSHOT '{stripe.snapshot}'; {stripe.settings}")
+    async with on_snapshot(conn, stripe.snapshot, stripe.settings):
         return await conn.fetch(stripe.sql, *stripe.args)
+
+
+@asynccontextmanager
+async def on_snapshot(conn: asyncpg.Connection, snapshot: str, settings: str) -> AsyncIterator[None]:
+    """A read-only transaction on `conn` that sees what the export's own transaction sees: the
+    snapshot it exported (pg_export_snapshot), with its planner settings."""
+    if not _SNAPSHOT_ID.fullmatch(snapshot):
+        raise ValueError(f"not a snapshot id: {snapshot!r}")
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'; {settings}")
+        yield
 
 
 _pool: ProcessPoolExecutor | None = None
@@ -335,7 +346,9 @@ def _keep_freed_memory() -> None:
 
 
 def _ready() -> None:
-    _SCREEN._screen("")  # loads (or compiles) the PII screen
+    """Loads (or compiles) both PII screens: the rows' and the one masking asks per text."""
+    screen_groups(["ready"], 1)
+    Masker().contains_pii("ready")
 
 
 async def shaped_stripes(stripes: list[Stripe]) -> AsyncIterator[Shaped]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from services.curation import domain, formats, repository
 from services.curation.export import (
     CHUNK_ROWS,
@@ -20,6 +22,7 @@ from services.curation.export import (
     ExportWriter,
     Shaping,
     Stripe,
+    on_snapshot,
     prefetched,
     shape,
     shaped_stripes,
@@ -285,18 +288,21 @@ async def examples_pass(conn, snapshot: dict, fmt: str, ratio: float, seed: int,
                       - system_bytes if rules.max_tokens_per_example else None, dry_run=store is None)
     parallel = (dsn is not None and store is not None and dataset_type != "instruction_tuning"
                 and snapshot["sample_count"] >= PARALLEL_MIN_ROWS)
-    if parallel:
-        warm_up_workers()  # the worker processes start while this connection looks for duplicates
-    groups = await _fetch(conn, repository.duplicate_groups_sql(dataset_type), args)
-    dropped = {(i, o) for g in groups for i, o in zip(g["ids"][1:], g["ords"][1:], strict=True)}  # all but the first
     near_sql = repository.near_duplicate_groups_sql(dataset_type)
     near_search: asyncio.Future | None = None
+    if parallel:
+        warm_up_workers()  # the worker processes start while the duplicates are looked for
+        snapshot_id = await conn.fetchval("SELECT pg_export_snapshot()")
+        # the two duplicate searches at once: this connection finds the exact duplicates (the workers
+        # need them), a second one on the same snapshot the near duplicates (only the report does)
+        near_search = asyncio.ensure_future(_fetch_on_snapshot(dsn, snapshot_id, near_sql, args))
     writer = ExportWriter(store, shaping, prefix, masker)
     try:
+        groups = await _fetch(conn, repository.duplicate_groups_sql(dataset_type), args)
+        dropped = {(i, o) for g in groups for i, o in zip(g["ids"][1:], g["ords"][1:], strict=True)}  # all but first
         if parallel:
-            stripes = await _stripes(conn, dsn, dataset_type, args, shaping, snapshot["sample_count"], dropped)
-            # the near-duplicate search only feeds the report: it runs while the workers shape
-            near_search = asyncio.ensure_future(_fetch(conn, near_sql, args))
+            stripes = await _stripes(conn, dsn, snapshot_id, dataset_type, args, shaping, snapshot["sample_count"],
+                                     dropped)
             async for shaped in shaped_stripes(stripes):
                 await asyncio.to_thread(writer.add, shaped)
                 failpoint("curation.export.after_chunk")
@@ -361,11 +367,21 @@ def _rule_results(fmt: str, writer: ExportWriter, duplicates: list[dict], near: 
     return results
 
 
-async def _stripes(conn, dsn: str, dataset_type: str, args: list, shaping: Shaping, estimate: int,
+async def _fetch_on_snapshot(dsn: str, snapshot_id: str, sql: str, args: list) -> list:
+    """A query on a connection of its own, seeing the export's snapshot."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with on_snapshot(conn, snapshot_id, repository.EXPORT_SETTINGS):
+            return await _fetch(conn, sql, args)
+    finally:
+        await conn.close()
+
+
+async def _stripes(conn, dsn: str, snapshot_id: str, dataset_type: str, args: list, shaping: Shaping, estimate: int,
                    dropped: set[tuple[str, int]]) -> list[Stripe]:
     """The worker tasks of a parallel export: ranges of the order key holding about STRIPE_ROWS
-    examples each, all read on this transaction's snapshot, each with the duplicates it drops."""
-    snapshot_id = await conn.fetchval("SELECT pg_export_snapshot()")
+    examples each, all read on the snapshot the export's transaction exported, each with the
+    duplicates it drops."""
     bounds = await _fetch(conn, repository.order_range_sql(dataset_type), args, one=True)
     lo, hi = bounds["lo"], bounds["hi"]
     if lo is None:

@@ -177,6 +177,31 @@ def test_the_screen_never_rules_out_a_detector_that_would_match(name):
         assert screened.mask(text) == full.mask(text), text
 
 
+def test_screening_rows_together_flags_each_row_that_holds_pii():
+    """An export screens a stripe's rows in one scan (screen_groups): every row whose texts a detector's regex
+    or the phone matcher would match is flagged — in ASCII and other prose, whatever comes before it — and
+    clean rows are not."""
+    clean = [ASCII_PROSE, OTHER_PROSE, ""]
+    for samples in KINDS.values():
+        for sample in samples:
+            for at, field in ((0, 0), (1, 2), (7, 1), (8, 2)):  # the row holding it, and the text in that row
+                for middle in (f"{ASCII_PROSE} {sample}", f"{OTHER_PROSE}{sample}", sample):
+                    rows = [list(clean) for _ in range(9)]
+                    rows[at][field] = middle
+                    flagged = pii.screen_groups([t for row in rows for t in row], 3)
+                    assert flagged <= {at}, (sample, at, middle, flagged)  # (a few samples are near misses)
+                    assert at in flagged or not pii._matching(middle), (sample, at, middle)
+    rng = random.Random(3)
+    for corpus in (_random_corpus(600), _pii_corpus()):  # (the second has lone surrogates: each row on its own)
+        texts = [rng.choice([t, t, "", ASCII_PROSE]) for t in corpus]
+        texts += [""] * (-len(texts) % 3)
+        flagged = pii.screen_groups(texts, 3)
+        for g in range(len(texts) // 3):
+            if any(pii._matching(t) for t in texts[3 * g:3 * g + 3]):
+                assert g in flagged, texts[3 * g:3 * g + 3]
+        assert len(flagged) < len(texts) // 3
+
+
 def test_the_compiled_screen_is_cached_and_a_bad_cache_is_recompiled(tmp_path, monkeypatch):
     """Export workers load the compiled screen instead of compiling it; a damaged file is never used."""
     if hyperscan is None:
