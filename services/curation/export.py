@@ -187,7 +187,6 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
     parquet = fmt == "parquet"
     json_line = None if parquet else formats.json_line_writer(fmt, system)
     lines: dict[str, list] = {"train": [], "validation": []}
-    ends = {"train": 0, "validation": 0}  # bytes so far, per split
     sources: list[str] = []
     flagged: set[int] = set()  # the rows in which the PII screen finds candidates
     if not dry_run:
@@ -199,18 +198,17 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
             continue
         see(example_id, prompt, chosen, rejected)
         split = "validation" if in_validation else "train"
-        out.rows[split] += 1
         # ids are uuids and feedback_ids the database's JSON: nothing here needs escaping
         sources.append(f'{{"split":"{split}","id":"{example_id}","feedback_ids":{feedback_ids}}}\n')
-        r = row  # the builders and line writers read fields by position: a Record only where it is built anew
         if dry_run:
+            out.rows[split] += 1
             problems = formats.line_problems(fmt, build(formats.record(row), system))
             if problems:
                 out.line_failure_count += 1
                 if len(out.line_failures) < 3:
                     out.line_failures.append({"id": example_id, "problems": problems})
             continue
-        found: list | tuple | None = None
+        r, found = row, None  # the builders and line writers read fields by position: a Record only where built anew
         if n in flagged:
             if any("\x01" in t or "\x02" in t for t in exported(row) if t):
                 found = tuple(row)
@@ -218,17 +216,21 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
                 references.found = []
                 r = masked(formats.record(row), fields, references)
                 found = references.found or None
-        if parquet:
-            if found:
-                out.flagged.append((split, len(lines[split]), found))
-            lines[split].append(build(formats.record(r), system))
-            continue
-        line = json_line(r)
-        lines[split].append(line)
-        start, ends[split] = ends[split], ends[split] + len(line)
+        split_lines = lines[split]
         if found:
-            out.flagged.append((split, (start, ends[split]), found))
-    out.lines = lines if parquet else {split: b"".join(split_lines) for split, split_lines in lines.items()}
+            out.flagged.append((split, len(split_lines), found))
+        split_lines.append(build(formats.record(r), system) if parquet else json_line(r))
+    if dry_run:
+        out.lines = {}
+    elif parquet:
+        out.rows, out.lines = {split: len(split_lines) for split, split_lines in lines.items()}, lines
+    else:
+        out.rows = {split: len(split_lines) for split, split_lines in lines.items()}
+        # the flagged lines' places as byte ranges of their split's JSONL
+        starts = {split: list(itertools.accumulate(map(len, lines[split]), initial=0))
+                  for split in {split for split, _, _ in out.flagged}}
+        out.flagged = [(split, (starts[split][i], starts[split][i + 1]), found) for split, i, found in out.flagged]
+        out.lines = {split: b"".join(split_lines) for split, split_lines in lines.items()}
     out.sources = "".join(sources).encode()
     return out
 

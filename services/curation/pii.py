@@ -25,13 +25,13 @@ export of unchanged data is byte-identical. `counts` says how many occurrences o
 masked; `distinct` how many different values.
 
 The screen. An export screens every example and most examples hold no PII, so the first question —
-which detectors are worth running on this text (the candidates) — must cost about a microsecond.
-An export asks it of a stripe's examples at once (`screen_groups`: one scan over all their texts,
-~1.2 µs an example), then masks only the examples flagged; `contains_pii` and `mask` ask it per text, then run only the candidates' regexes (`mask` asks
-again after a detector changed the text); the regexes, `_validated` and phonenumbers stay the
-authority. The screen may name a detector that then finds nothing, but never leaves out one whose
-regex would match (or, for phones, in whose text PhoneNumberMatcher would find a number). Two
-implementations, with that same guarantee:
+which detectors are worth running on this text (the candidates) — must cost about a microsecond. An
+export asks it of a stripe's examples at once (`screen_groups`: one scan over all their texts,
+~1.2 µs an example), then masks only the examples flagged; `contains_pii` and `mask` ask it per text,
+then run only the candidates' regexes (`mask` asks again after a detector changed the text); the
+regexes, `_validated` and phonenumbers stay the authority. The screen may name a detector that then
+finds nothing, but never leaves out one whose regex would match (or, for phones, in whose text
+PhoneNumberMatcher would find a number). Two implementations, with that same guarantee:
   * Hyperscan (Intel's multi-pattern regex engine; `hyperscan` has wheels for x86_64 and macOS).
     Each Detector has a `screen` pattern matching every text its regex matches: the regex without
     its lookarounds, `\\b` and possessive quantifiers, a trailing `{n,}` cut to `{n}`, sometimes a
