@@ -489,12 +489,12 @@ class ExportWriter:
                     rows[index] = line
                 self._write_row_group(out, rows)
                 continue
-            blob, done = memoryview(shaped.lines[split]), 0
+            blob, done, pieces = memoryview(shaped.lines[split]), 0, []
             for (start, end), line in changed[split]:
-                out.writer.write(blob[done:start])
-                out.writer.write(line)
+                pieces += (blob[done:start], line)
                 done = end
-            out.writer.write(blob[done:])
+            pieces.append(blob[done:])
+            out.writer.write(b"".join(pieces) if len(pieces) > 1 else blob)  # one write: fewer, larger calls
         if shaped.sources and self.store is not None:
             if self._sources is None:
                 self._sources = self._open(self.sources_key)
