@@ -246,6 +246,28 @@ async def test_reexport_is_byte_identical_and_versions_are_immutable(api, make_k
     assert download.status_code == 200 and download.content == local_bytes(store, first["url"])
 
 
+async def test_a_transfer_slot_is_lent_again_only_once_its_task_is_over():
+    """A worker writes a stripe's lines into the shared memory lent with its task: an export that stops
+    early (it failed, or was interrupted) must not lend a slot a worker may still be writing to."""
+    from concurrent.futures import Future
+
+    from services.curation.export import TransferSlots
+
+    slots = TransferSlots(2)
+    try:
+        a, b = slots.lend(), slots.lend()
+        assert a is not None and b is not None and slots.lend() is None  # all lent: the next stripe goes pickled
+        queued, running = Future(), Future()
+        assert running.set_running_or_notify_cancel()
+        slots.give_back_when_done(a, queued)  # not started yet: cancelled, its slot free at once
+        slots.give_back_when_done(b, running)  # running: a worker may still write to it
+        assert queued.cancelled() and slots.lend() is a and slots.lend() is None
+        running.set_result(None)
+        assert slots.lend() is b
+    finally:
+        slots.close()
+
+
 async def test_worker_processes_write_the_same_files(api, make_key, org, feed, store, monkeypatch):
     """A large export is shaped by worker processes reading stripes of the same snapshot; the files
     must be the ones the service's own process writes: same lines, same order, same placeholders,
@@ -263,8 +285,13 @@ async def test_worker_processes_write_the_same_files(api, make_key, org, feed, s
     in_process = await export(api, h, ds, "openai_dpo")
     monkeypatch.setattr(handlers, "PARALLEL_MIN_ROWS", 1)
     monkeypatch.setattr(handlers, "STRIPE_ROWS", 5)  # ~9 stripes over 2 workers, several in flight
+    handed = []  # which way each stripe's lines came back: through a transfer slot, or pickled
+    take = export_module.Shaped.take
+    monkeypatch.setattr(export_module.Shaped, "take",
+                        lambda shaped, buffer: handed.append(shaped.placed is not None) or take(shaped, buffer))
     parallel = await export(api, h, ds, "openai_dpo")
     assert export_module._pool is not None  # the worker pool did the shaping
+    assert handed and all(handed)  # every stripe through shared memory
     assert parallel["counts"] == in_process["counts"] and parallel["masked"] == in_process["masked"]
     assert parallel["counts"]["total"] == 42  # the duplicate dropped
     for name in ("url", "validation_url"):
@@ -275,6 +302,17 @@ async def test_worker_processes_write_the_same_files(api, make_key, org, feed, s
     text = local_bytes(store, parallel["url"]).decode() + local_bytes(store, parallel["validation_url"]).decode()
     for secret in PLANTED:
         assert secret not in text
+
+    # stripes too large for a transfer slot come back pickled: the same files
+    monkeypatch.setattr(export_module.TransferSlots, "SLOT_BYTES", 64)
+    monkeypatch.setattr(export_module, "_slots", None)
+    handed.clear()
+    small_slots = await export(api, h, ds, "openai_dpo")
+    assert handed and not any(handed)
+    for name in ("url", "validation_url"):
+        assert local_bytes(store, small_slots[name]) == local_bytes(store, in_process[name])
+    export_module._slots.close()
+    monkeypatch.setattr(export_module, "_slots", None)
 
     # a worker process that dies (killed, out of memory) does not take the next exports with it
     workers = list(export_module._pool._processes.values())
