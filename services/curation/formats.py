@@ -87,6 +87,9 @@ class Record(NamedTuple):
     in_validation: bool  # the last two come last in every row of the export query, short or not
 
 
+FULL_ROW_FORMATS = ("jsonl", "parquet")  # the formats exporting more than the texts: the others read short rows
+
+
 def record(row: Record | tuple) -> Record:
     """A row of the export query as a Record. For the formats that export only the texts the query
     leaves the other fields out (less to decode): a short row, `id, prompt, chosen, rejected,

@@ -9,6 +9,7 @@ from sqlalchemy import and_, delete, func, or_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.curation import formats
 from services.curation.models import SCHEMA, DatasetExport, FeedbackView, PreferencePair, TrainingDataset
 
 # The split and duplicate keys: a prompt's letters and digits, lower-cased. Splitting on this key puts
@@ -374,9 +375,9 @@ def export_sql(dataset_type: str, fmt: str, *, stripe: bool = False) -> str:
     order: the scan reads the heap front to back. Exact duplicates are in the stream; the export
     skips all but the first of each group (duplicate_groups_sql). With `stripe`, only the examples
     with $5 <= ord < $6."""
-    # only these formats carry the other fields; for the rest the rows are short (formats.record)
+    # only some formats carry the other fields; for the rest the rows are short (formats.record)
     columns = ("id, prompt, chosen, rejected, strength, context, annotator, notes, strategy, feedback_ids"
-               if fmt in ("jsonl", "parquet") else "id, prompt, chosen, rejected, feedback_ids")
+               if fmt in formats.FULL_ROW_FORMATS else "id, prompt, chosen, rejected, feedback_ids")
     where = "WHERE ord >= $5 AND ord < $6" if stripe else ""
     return f"""
         SELECT {columns}, {IN_VALIDATION} AS in_validation
