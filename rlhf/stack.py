@@ -178,6 +178,9 @@ def _interrupt(signum, frame):
 def up(data_dir: Path, *, gateway_port: int = 8000, services_port: int = 8001, kafka_port: int = 19092) -> None:
     """Runs until Ctrl-C or SIGTERM. Service i (in SERVICES order) listens on services_port + i."""
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops it even when started with SIGINT ignored (as a shell starts background jobs, and
+    # Python then leaves it ignored)
+    signal.signal(signal.SIGINT, _interrupt)
     stack = Stack(
         data_dir,
         database_url=os.environ.get("DATABASE_URL") or None,
