@@ -364,7 +364,7 @@ def _main_module_hidden():
 
 
 def _keep_freed_memory() -> None:
-    """Each stripe passes through buffers of a few MB (rows, lines, the joined blob, its pickle). By
+    """Each stripe passes through buffers of a few MB (its rows, texts, lines, the joined JSONL). By
     default glibc gives such blocks their own pages and returns them on free, so every stripe pays
     again for fresh zeroed pages: ~400,000 page faults a million-row export, ~10% of the workers' CPU.
     A worker keeps freed memory for the next stripe instead (glibc's M_MMAP_THRESHOLD, M_TRIM_THRESHOLD;
@@ -457,7 +457,12 @@ async def shaped_stripes(stripes: list[Stripe]) -> AsyncIterator[Shaped]:
             while True:
                 while len(pending) < WORKERS + 1 and todo < len(stripes):
                     slot = slots.lend()
-                    pending.append((slot, pool.submit(run_stripe, stripes[todo], slot.name if slot else None)))
+                    try:
+                        task = pool.submit(run_stripe, stripes[todo], slot.name if slot else None)
+                    except BaseException:  # (a broken pool refuses tasks)
+                        slots.give_back(slot)
+                        raise
+                    pending.append((slot, task))
                     todo += 1
                 if not pending:
                     return
