@@ -199,6 +199,14 @@ _JSON_REFERENCE = re.compile(rb"\\u0001([a-j]+)\\u0002")  # as orjson writes \x0
 _TEXT_REFERENCE = re.compile("\x01([a-j]+)\x02")
 
 
+def line_writer(shaping: Shaping) -> Callable[[formats.Record | tuple], Any]:
+    """A row's line in the export's files: a JSONL line, or for parquet the row as a dict."""
+    fmt, system = shaping.fmt, shaping.system_prompt
+    if fmt == "parquet":
+        return lambda r: formats.BUILDERS[fmt](formats.record(r), system)
+    return formats.json_line_writer(fmt, system)
+
+
 def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
     """Rows of the export query as lines: pure, so it runs in any process. Exact duplicates in `skip`
     are dropped. A row whose exported fields hold PII is masked with references (References), which
@@ -211,7 +219,7 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
     exported = operator.itemgetter(*fields)  # (every format exports at least two fields)
     references = References()  # one for the rows: each row's references start again from 0
     parquet = fmt == "parquet"
-    json_line = None if parquet else formats.json_line_writer(fmt, system)
+    line = line_writer(shaping)
     lines: dict[str, list] = {"train": [], "validation": []}
     sources: list[str] = []
     flagged: set[int] = set()  # the rows in which the PII screen finds candidates
@@ -245,18 +253,16 @@ def shape(rows: list, shaping: Shaping, skip: set[str]) -> Shaped:
         split_lines = lines[split]
         if found:
             out.flagged.append((split, len(split_lines), found))
-        split_lines.append(build(formats.record(r), system) if parquet else json_line(r))
-    if dry_run:
-        out.lines = {}
-    elif parquet:
-        out.rows, out.lines = {split: len(split_lines) for split, split_lines in lines.items()}, lines
-    else:
+        split_lines.append(line(r))
+    if not dry_run:
         out.rows = {split: len(split_lines) for split, split_lines in lines.items()}
-        # the flagged lines' places as byte ranges of their split's JSONL
-        starts = {split: list(itertools.accumulate(map(len, lines[split]), initial=0))
-                  for split in {split for split, _, _ in out.flagged}}
-        out.flagged = [(split, (starts[split][i], starts[split][i + 1]), found) for split, i, found in out.flagged]
-        out.lines = {split: b"".join(split_lines) for split, split_lines in lines.items()}
+        out.lines = lines
+        if not parquet:  # the flagged lines' places as byte ranges of their split's JSONL, each split one blob
+            starts = {split: list(itertools.accumulate(map(len, lines[split]), initial=0))
+                      for split in {split for split, _, _ in out.flagged}}
+            out.flagged = [(split, (starts[split][i], starts[split][i + 1]), found)
+                           for split, i, found in out.flagged]
+            out.lines = {split: b"".join(split_lines) for split, split_lines in lines.items()}
     out.sources = "".join(sources).encode()
     return out
 
@@ -542,11 +548,7 @@ class ExportWriter:
         self.sources_key = f"{prefix}/sources.jsonl"
         self._stack = ExitStack()
         self._sources: HashingWriter | None = None
-        fmt, system = shaping.fmt, shaping.system_prompt
-        if fmt == "parquet":  # a row: a dict
-            self._line: Callable[[formats.Record], Any] = lambda r: formats.BUILDERS[fmt](r, system)
-        else:  # a JSONL line, built once per export
-            self._line = formats.json_line_writer(fmt, system)
+        self._line = line_writer(shaping)  # built once per export
 
     def _open(self, key: str) -> HashingWriter:
         return HashingWriter(self._stack.enter_context(self.store.writer(key)))

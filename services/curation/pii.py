@@ -433,23 +433,34 @@ def _screen_database(region: str, *, every_match: bool = False) -> "hyperscan.Da
 
 
 @functools.cache
+def _scanner(region: str, every_match: bool) -> Callable[[bytes, Callable, list], None]:
+    """A scan with the compiled screen (_screen_database), reporting to `on_match` with `found` as its
+    context. Each thread gets its own scratch space, as Hyperscan requires."""
+    db = _screen_database(region, every_match=every_match)
+    threads = threading.local()
+
+    def scan(data: bytes, on_match: Callable, found: list) -> None:
+        try:
+            scratch = threads.scratch
+        except AttributeError:
+            scratch = threads.scratch = hyperscan.Scratch(db)
+        db.scan(data, on_match, 0, found, scratch)  # positional: parsing keywords costs more than the scan
+
+    return scan
+
+
+@functools.cache
 def _hyperscan_screen(region: str) -> Screen:
-    """All the screen patterns in one Hyperscan database, scanned once per text. Each thread gets its own
-    scratch space, as Hyperscan requires."""
-    db = _screen_database(region)
-    scan, threads, triggers = db.scan, threading.local(), _trigger_screen(region)
+    """All the screen patterns in one Hyperscan database, scanned once per text."""
+    scan, triggers = _scanner(region, False), _trigger_screen(region)
 
     def candidates(text: str) -> frozenset[int]:
         try:
             data = text.encode()
         except UnicodeEncodeError:  # lone surrogates: not UTF-8, which HS_FLAG_UTF8 requires of the input
             return triggers(text)
-        try:
-            scratch = threads.scratch
-        except AttributeError:
-            scratch = threads.scratch = hyperscan.Scratch(db)
         found: list[int] = []
-        scan(data, _collect, 0, found, scratch)  # positional: parsing keywords costs more than the scan
+        scan(data, _collect, found)
         return frozenset(found) if found else _NONE
 
     return candidates
@@ -461,23 +472,6 @@ def _screen_for(region: str) -> Screen:
 
 def _collect_end(pattern_id: int, start: int, end: int, flags: int, ends: list[int]) -> None:
     ends.append(end)
-
-
-@functools.cache
-def _group_scanner(region: str) -> Callable[[bytes], list[int]]:
-    db = _screen_database(region, every_match=True)
-    threads = threading.local()
-
-    def match_ends(data: bytes) -> list[int]:
-        try:
-            scratch = threads.scratch
-        except AttributeError:
-            scratch = threads.scratch = hyperscan.Scratch(db)
-        ends: list[int] = []
-        db.scan(data, _collect_end, 0, ends, scratch)
-        return ends
-
-    return match_ends
 
 
 def screen_groups(texts: list[str], size: int, region: str = DEFAULT_REGION) -> set[int]:
@@ -494,7 +488,8 @@ def screen_groups(texts: list[str], size: int, region: str = DEFAULT_REGION) -> 
     if data is None:  # each group screened on its own
         screen = _screen_for(region)
         return {g for g in range(len(texts) // size) if screen("\x00".join(texts[g * size:(g + 1) * size]))}
-    ends = _group_scanner(region)(data)
+    ends: list[int] = []
+    _scanner(region, True)(data, _collect_end, ends)
     if not ends:
         return set()
     sizes = map(len, texts) if len(data) == len(joined) else map(len, map(str.encode, texts))  # in bytes
