@@ -12,24 +12,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from functools import lru_cache
+from typing import BinaryIO
 from urllib.parse import urlsplit
+
+from shared.settings import get_settings
 
 
 class ObjectNotFound(FileNotFoundError):
     pass
-
-
-class ObjectStore(Protocol):
-    def url(self, key: str) -> str: ...
-
-    def writer(self, key: str) -> "contextmanager[BinaryIO]": ...
-
-    def open(self, url: str) -> BinaryIO: ...
-
-    def download(self, url: str, dest: Path) -> Path: ...
-
-    def exists(self, key: str) -> bool: ...
 
 
 def _clean_key(key: str) -> str:
@@ -170,3 +161,9 @@ def object_store_from_url(url: str, *, s3_client=None) -> LocalObjectStore | S3O
     if parts.scheme in ("", "file"):
         return LocalObjectStore(Path(parts.path if parts.scheme else url))
     raise ValueError(f"unsupported object store URL: {url} (use a directory, file:// or s3://)")
+
+
+@lru_cache
+def default_store() -> LocalObjectStore | S3ObjectStore:
+    """The store this process was configured with (RLHF_OBJECT_STORE_URL): the one place it is built."""
+    return object_store_from_url(get_settings().object_store_url())
