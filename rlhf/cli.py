@@ -42,7 +42,9 @@ def _database_url() -> tuple[str, object | None]:
 @app.command()
 def up(
     port: int = typer.Option(8000, help="gateway port"),
-    services_port: int = typer.Option(8001, help="port of the first service; the others follow"),
+    services_port: int | None = typer.Option(
+        None, help="port of the first service; the others follow (default: each service's own port, 8001...)"
+    ),
     kafka_port: int = typer.Option(19092, help="port of the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset)"),
 ) -> None:
     """Run every service and the gateway (embedded PostgreSQL and Kafka unless configured)."""
@@ -76,7 +78,7 @@ def create_key(
     async def run() -> str:
         engine = make_engine(url, pool_size=1)
         try:
-            await upgrade(engine, schema=auth.AUTH_SCHEMA, script_location=AUTH_MIGRATIONS)
+            await upgrade(engine, metadata=auth.metadata, versions=AUTH_MIGRATIONS)
             return await auth.create_key(engine, organization=org, role=auth.Role[role.value], name=name)
         finally:
             await engine.dispose()

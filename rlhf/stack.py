@@ -3,47 +3,32 @@ starts the embedded PostgreSQL and Tansu broker itself; then it migrates every s
 service in its own process and the gateway in front of them, and stops them all on Ctrl-C."""
 
 import asyncio
-import importlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from sqlalchemy.engine import make_url
 
+from services.gateway.main import DEFAULT_PORT as GATEWAY_PORT
 from shared import auth
 from shared.db import Database, make_engine
 from shared.infra import TansuBroker, start_postgres
-from shared.service import ServiceSpec, migrate
+from shared.service import SERVICES_VARIABLE, ServiceSpec, load_specs, migrate, service_modules
+
+GATEWAY_MODULE = "services.gateway.main"
 
 
-@dataclass(frozen=True)
-class ServiceProcess:
-    name: str
-    module: str
-    port: int
-    url_variable: str | None  # how the gateway learns where it is
+def service_specs(modules: list[str] | None = None) -> list[ServiceSpec]:
+    return list(load_specs(modules).values())
 
 
-SERVICES = [
-    ServiceProcess("feedback", "services.feedback.main", 8001, "RLHF_FEEDBACK_URL"),
-    ServiceProcess("curation", "services.curation.main", 8002, "RLHF_CURATION_URL"),
-    ServiceProcess("training", "services.training.main", 8003, "RLHF_TRAINING_URL"),
-]
-GATEWAY = ServiceProcess("gateway", "services.gateway.main", 8000, None)
-
-
-def service_specs() -> list[ServiceSpec]:
-    return [importlib.import_module(svc.module).SPEC for svc in SERVICES]
-
-
-async def migrate_all(database_url: str) -> None:
+async def migrate_all(database_url: str, modules: list[str] | None = None) -> None:
     """Every service's migrations (and the API keys'), for `rlhf migrate` and `rlhf up`."""
-    for spec in service_specs():
+    for spec in service_specs(modules):
         db = Database(database_url, schema=spec.schema, producer=spec.name, pool_size=1)
         try:
             await migrate(spec, db)
@@ -58,10 +43,11 @@ class Stack:
         *,
         database_url: str | None = None,
         kafka_bootstrap: str | None = None,
-        gateway_port: int = 8000,
+        gateway_port: int = GATEWAY_PORT,
         service_ports: dict[str, int] | None = None,
         kafka_port: int = 19092,
         extra_env: dict[str, str] | None = None,
+        services: list[str] | None = None,
     ):
         self.data_dir = data_dir.resolve()
         self.database_url = database_url
@@ -70,6 +56,7 @@ class Stack:
         self.service_ports = service_ports or {}
         self.kafka_port = kafka_port
         self.extra_env = extra_env or {}
+        self.services = load_specs(services or service_modules())  # module -> spec, in start order
         self.postgres = None
         self.broker: TansuBroker | None = None
         self.processes: dict[str, subprocess.Popen] = {}
@@ -78,8 +65,8 @@ class Stack:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
 
-    def port_of(self, svc: ServiceProcess) -> int:
-        return self.service_ports.get(svc.name, svc.port)
+    def port_of(self, spec: ServiceSpec) -> int:
+        return self.service_ports.get(spec.name, spec.port)
 
     def start_infrastructure(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -98,35 +85,37 @@ class Stack:
             KAFKA_BOOTSTRAP_SERVERS=self.kafka_bootstrap or "",
             RLHF_DATA_DIR=str(self.data_dir),
             RLHF_HTTP_HOST="127.0.0.1",
+            **{SERVICES_VARIABLE: ",".join(self.services)},
         )
         env.update(self.extra_env)
         env.update(more)
         return env
 
-    def start_services(self) -> None:
-        routes = {}
-        for svc in SERVICES:
-            port = self.port_of(svc)
-            self._spawn(svc, self.env(RLHF_HTTP_PORT=str(port)))
-            routes[svc.url_variable] = f"http://127.0.0.1:{port}"
-        self._spawn(GATEWAY, self.env(RLHF_HTTP_PORT=str(self.gateway_port), **routes))
-        for svc in [*SERVICES, GATEWAY]:
-            port = self.gateway_port if svc is GATEWAY else self.port_of(svc)
-            self._wait_healthy(svc, port)
+    def url_of(self, spec: ServiceSpec) -> str:
+        return f"http://127.0.0.1:{self.port_of(spec)}"
 
-    def _spawn(self, svc: ServiceProcess, env: dict[str, str]) -> None:
-        log = open(self.data_dir / "logs" / f"{svc.name}.log", "ab")
-        self.processes[svc.name] = subprocess.Popen(
-            [sys.executable, "-m", svc.module], env=env, stdout=log, stderr=subprocess.STDOUT
+    def start_services(self) -> None:
+        for module, spec in self.services.items():
+            self._spawn(spec.name, module, self.env(RLHF_HTTP_PORT=str(self.port_of(spec))))
+        routes = {spec.url_variable: self.url_of(spec) for spec in self.services.values()}
+        self._spawn("gateway", GATEWAY_MODULE, self.env(RLHF_HTTP_PORT=str(self.gateway_port), **routes))
+        for spec in self.services.values():
+            self._wait_healthy(spec.name, self.port_of(spec))
+        self._wait_healthy("gateway", self.gateway_port)
+
+    def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
+        log = open(self.data_dir / "logs" / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
-    def _wait_healthy(self, svc: ServiceProcess, port: int, timeout: float = 60.0) -> None:
+    def _wait_healthy(self, name: str, port: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            process = self.processes[svc.name]
+            process = self.processes[name]
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"{svc.name} exited with {process.returncode}; see {self.data_dir / 'logs' / (svc.name + '.log')}"
+                    f"{name} exited with {process.returncode}; see {self.data_dir / 'logs' / (name + '.log')}"
                 )
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
@@ -134,7 +123,7 @@ class Stack:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"{svc.name} did not become healthy on port {port}")
+        raise TimeoutError(f"{name} did not become healthy on port {port}")
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -151,7 +140,7 @@ class Stack:
             self.broker = None
 
     async def migrate(self) -> None:
-        await migrate_all(self.database_url)
+        await migrate_all(self.database_url, list(self.services))
 
     async def first_admin_key(self) -> str | None:
         """An admin key for organization `default`, made once: None when the data dir already had one."""
@@ -175,8 +164,11 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def up(data_dir: Path, *, gateway_port: int = 8000, services_port: int = 8001, kafka_port: int = 19092) -> None:
-    """Runs until Ctrl-C or SIGTERM. Service i (in SERVICES order) listens on services_port + i."""
+def up(
+    data_dir: Path, *, gateway_port: int = GATEWAY_PORT, services_port: int | None = None, kafka_port: int = 19092
+) -> None:
+    """Runs until Ctrl-C or SIGTERM. Each service listens on its own port, or with `services_port`
+    service i (in start order) on services_port + i."""
     signal.signal(signal.SIGTERM, _interrupt)
     # Ctrl-C stops it even when started with SIGINT ignored (as a shell starts background jobs, and
     # Python then leaves it ignored)
@@ -186,7 +178,9 @@ def up(data_dir: Path, *, gateway_port: int = 8000, services_port: int = 8001, k
         database_url=os.environ.get("DATABASE_URL") or None,
         kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         gateway_port=gateway_port,
-        service_ports={svc.name: services_port + i for i, svc in enumerate(SERVICES)},
+        service_ports=None if services_port is None else {
+            spec.name: services_port + i for i, spec in enumerate(load_specs().values())
+        },
         kafka_port=kafka_port,
     )
     try:
@@ -195,8 +189,8 @@ def up(data_dir: Path, *, gateway_port: int = 8000, services_port: int = 8001, k
         admin_key = asyncio.run(stack.first_admin_key())
         stack.start_services()
         print(f"Betabase RLHF is up. Gateway: {stack.gateway_url}", flush=True)
-        for svc in SERVICES:
-            print(f"  {svc.name:<10} http://127.0.0.1:{stack.port_of(svc)}  (metrics at /metrics)")
+        for spec in stack.services.values():
+            print(f"  {spec.name:<10} {stack.url_of(spec)}  (metrics at /metrics)")
         where = f"embedded, data in {stack.data_dir / 'postgres'}" if stack.postgres else redacted(stack.database_url)
         print(f"  postgres   {where}")
         print(f"  kafka      {stack.kafka_bootstrap}{' (embedded Tansu)' if stack.broker else ''}")

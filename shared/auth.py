@@ -16,6 +16,7 @@ from sqlalchemy import Boolean, Column, DateTime, MetaData, Table, Text, func, s
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import naming_metadata
+from shared.errors import DomainError
 
 AUTH_SCHEMA = "rlhf_auth"
 KEY_PREFIX = "rlhf"
@@ -57,12 +58,19 @@ class Principal:
         return self.role >= role
 
 
-class AuthError(Exception):
+class AuthError(DomainError):
     """No key, or a key that is unknown or revoked: 401."""
 
+    status, code = 401, "unauthorized"
 
-class Forbidden(Exception):
+    def __init__(self, message: str):
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(DomainError):
     """A valid key whose role is too low: 403."""
+
+    status, code = 403, "forbidden"
 
 
 def _hash(secret: str) -> str:

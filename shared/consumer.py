@@ -10,7 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 from aiokafka import ConsumerRecord
@@ -46,12 +46,15 @@ class PoisonMessage(Exception):
     """Raised by a handler for an event that is well-formed but can never be applied."""
 
 
+E = TypeVar("E", bound=Event)
+
+
 @dataclass(frozen=True)
-class Delivery:
-    """One decoded message: what the handler sees."""
+class Delivery(Generic[E]):
+    """One decoded message: what the handler sees (`Delivery[FeedbackReceived]` in a handler's signature)."""
 
     envelope: Envelope
-    event: Event
+    event: E
 
 
 BatchHandler = Callable[[UnitOfWork, Sequence[Delivery]], Awaitable[None]]
@@ -78,8 +81,13 @@ def decode_record(record: ConsumerRecord) -> Delivery:
     return Delivery(envelope, decode_payload(envelope))
 
 
+class WrongEventType(ValueError):
+    """A well-formed event of another type than the topic carries: it can never be processed here."""
+
+
 class IdempotentConsumer:
-    """Subscribes one handler to one topic in a consumer group named after the service."""
+    """Subscribes one handler to one topic in a consumer group named after the service. With
+    `accepts`, only events of that type reach the handler; others are dead-lettered."""
 
     def __init__(
         self,
@@ -90,6 +98,7 @@ class IdempotentConsumer:
         service: str,
         topic: str,
         handler: BatchHandler,
+        accepts: type[Event] | None = None,
         max_records: int = 500,
         max_retries: int = 5,
         retry_backoff: float = 0.2,
@@ -102,6 +111,7 @@ class IdempotentConsumer:
         self.service = service
         self.topic = topic
         self.handler = handler
+        self.accepts = accepts
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.group_id = f"rlhf.{service}"
@@ -131,7 +141,13 @@ class IdempotentConsumer:
         good: list[tuple[ConsumerRecord, Delivery]] = []
         for record in records:
             try:
-                good.append((record, decode_record(record)))
+                delivery = decode_record(record)
+                if self.accepts and not isinstance(delivery.event, self.accepts):
+                    raise WrongEventType(
+                        f"{delivery.envelope.type} v{delivery.envelope.version} on a topic of "
+                        f"{self.accepts.type_name} v{self.accepts.version}"
+                    )
+                good.append((record, delivery))
             except (ValueError, ValidationError, UnknownEvent) as exc:
                 await self.dead_letter(record, exc)
         if not good:

@@ -69,6 +69,11 @@ class UnitOfWork:
         finally:
             await self.session.close()
 
+    @property
+    def service(self) -> str:
+        """The service this unit of work belongs to (the events' producer)."""
+        return self._outbox.producer
+
     def emit(
         self,
         event: Event,

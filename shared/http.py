@@ -15,8 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role
 from shared.db import Database
+from shared.errors import DomainError
 from shared.observability import HTTP_LATENCY
-from shared.paging import InvalidCursor
 
 CORRELATION_HEADER = "x-correlation-id"
 MAX_CORRELATION_ID = 200
@@ -132,19 +132,9 @@ def create_app(
     async def validation_failed(request: Request, exc: RequestValidationError):
         return error(422, "validation_error", "request is invalid", errors=field_errors(exc.errors()))
 
-    @app.exception_handler(AuthError)
-    async def unauthenticated(request: Request, exc: AuthError):
-        return JSONResponse(
-            {"error": "unauthorized", "message": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
-
-    @app.exception_handler(InvalidCursor)
-    async def bad_cursor(request: Request, exc: InvalidCursor):
-        return error(400, "invalid_cursor", str(exc), errors=[{"field": "cursor", "message": str(exc)}])
-
-    @app.exception_handler(Forbidden)
-    async def forbidden(request: Request, exc: Forbidden):
-        return error(403, "forbidden", str(exc))
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz():

@@ -1,6 +1,6 @@
-"""Alembic per service: each service keeps its migrations in `services/<name>/migrations` and its
-version table in its own schema. Runs are serialised with an advisory lock, so every process may
-call `upgrade` at start-up safely."""
+"""Alembic per service: each service keeps its revisions in `services/<name>/migrations/versions`
+and its version table in its own schema; one env.py (shared/migrations_env) serves them all. Runs
+are serialised with an advisory lock, so every process may call `upgrade` at start-up safely."""
 
 from pathlib import Path
 
@@ -11,29 +11,34 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+ENV_LOCATION = Path(__file__).parent / "migrations_env"
 
-async def upgrade(engine: AsyncEngine, *, schema: str, script_location: str | Path) -> None:
+
+async def upgrade(engine: AsyncEngine, *, metadata: MetaData, versions: Path) -> None:
+    """Migrate the schema of `metadata` to the head of the revisions in `versions`."""
+    schema = metadata.schema
     async with engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": f"migrate:{schema}"})
         await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        await conn.run_sync(_upgrade, schema, str(script_location))
+        await conn.run_sync(_upgrade, metadata, versions)
 
 
-def _upgrade(connection, schema: str, script_location: str) -> None:
+def _upgrade(connection, metadata: MetaData, versions: Path) -> None:
     cfg = Config()
-    cfg.set_main_option("script_location", script_location)
-    cfg.attributes["connection"] = connection
-    cfg.attributes["schema"] = schema
+    cfg.set_main_option("script_location", str(ENV_LOCATION))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", str(versions))
+    cfg.attributes.update(connection=connection, metadata=metadata)
     command.upgrade(cfg, "head")
 
 
-def run_env(metadata: MetaData) -> None:
-    """The body of every service's migrations/env.py."""
-    schema = context.config.attributes["schema"]
+def run_env() -> None:
+    """The body of shared/migrations_env/env.py."""
+    metadata: MetaData = context.config.attributes["metadata"]
     context.configure(
         connection=context.config.attributes["connection"],
         target_metadata=metadata,
-        version_table_schema=schema,
+        version_table_schema=metadata.schema,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -11,8 +11,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from functools import lru_cache
+from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 

@@ -6,11 +6,18 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
+from shared.errors import DomainError
+
 T = TypeVar("T")
 
 
-class InvalidCursor(ValueError):
+class InvalidCursor(DomainError):
     """A cursor this API did not hand out (400)."""
+
+    status, code = 400, "invalid_cursor"
+
+    def __init__(self, message: str):
+        super().__init__(message, field="cursor")
 
 
 def encode_cursor(created_at: datetime, ident: uuid.UUID) -> str:

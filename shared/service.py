@@ -1,23 +1,31 @@
-"""How every service process runs: migrations, then its roles side by side in one event loop —
-the HTTP API (uvicorn), the consumers (FastStream) and the outbox relay. `--role` runs a subset,
-so that a role can be scaled, or killed in a crash test, on its own."""
+"""What a service is (`ServiceSpec`, the one place its name, port, tables, routes, subscriptions
+and events are written) and how every service process runs: migrations, then its roles side by
+side in one event loop — the HTTP API (uvicorn), the consumers (FastStream) and the outbox relay.
+`--role` runs a subset, so that a role can be scaled, or killed in a crash test, on its own.
+
+The product's list of services is `services.SERVICES`; `rlhf up`, `rlhf migrate` and the gateway
+derive everything else from the specs found there."""
 
 import argparse
 import asyncio
 import contextlib
+import importlib
+import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
+from sqlalchemy import MetaData, Table
 
 from shared import auth
 from shared.auth import KeyVerifier
+from shared.consumer import BatchHandler, IdempotentConsumer, consumer_options
 from shared.db import Database
-from shared.events import dlq_topic
+from shared.events import Event, dlq_topic
 from shared.http import create_app
 from shared.infra import ensure_topics
 from shared.migrations import upgrade
@@ -26,32 +34,96 @@ from shared.outbox import OutboxRelay, make_producer
 from shared.settings import Settings, get_settings
 
 ROLES = ("api", "consumer", "relay", "background")
-AUTH_MIGRATIONS = Path(auth.__file__).parent / "auth_migrations"
+AUTH_MIGRATIONS = Path(auth.__file__).parent / "auth_migrations" / "versions"
 log = get_logger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Subscription:
+    """A handler with consumer settings of its own (the default is `handler` alone)."""
+
+    handler: BatchHandler
+    max_records: int | None = None  # smaller batches for handlers that do heavy work per event
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
-    name: str
-    schema: str
+    name: str  # also the consumer group (rlhf.<name>), the outbox producer and the log/metric label
+    port: int  # where its API listens unless RLHF_HTTP_PORT says otherwise
+    metadata: MetaData  # its tables, in its own schema, including processed_events and outbox
     migrations: Path
-    install_api: Callable[[FastAPI], None]
-    register_consumers: Callable[[Database, KafkaBroker, Settings], list]
-    consumes: list[str] = field(default_factory=list)
-    produces: list[str] = field(default_factory=list)
+    routers: list[APIRouter] = field(default_factory=list)  # the gateway routes each prefix here
+    # Each consumed event type and the handler that applies a batch of it; the consumer makes sure
+    # every delivery's event is of that type (anything else goes to the dead-letter topic).
+    subscriptions: Mapping[type[Event], BatchHandler | Subscription] = field(default_factory=dict)
+    produces: list[type[Event]] = field(default_factory=list)
     large_body_paths: dict[str, int] = field(default_factory=dict)
-    default_port: int = 8001
     # Long-running loops of the service's own (e.g. a job monitor), run in the "background" role.
     background: list[Callable[[Database, Settings], Awaitable[None]]] = field(default_factory=list)
 
     @property
+    def schema(self) -> str:
+        assert self.metadata.schema, f"{self.name}: its MetaData must name the service's schema"
+        return self.metadata.schema
+
+    @property
+    def processed_events(self) -> Table:
+        return self.metadata.tables[f"{self.schema}.processed_events"]
+
+    @property
+    def consumes(self) -> list[str]:
+        return [event_type.topic() for event_type in self.subscriptions]
+
+    @property
     def topics(self) -> list[str]:
-        return [*self.consumes, *self.produces, *(dlq_topic(t) for t in self.consumes)]
+        return [*self.consumes, *(e.topic() for e in self.produces), *(dlq_topic(t) for t in self.consumes)]
+
+    @property
+    def route_prefixes(self) -> list[str]:
+        return [router.prefix for router in self.routers]
+
+    @property
+    def url_variable(self) -> str:
+        """How the gateway learns where the service is: RLHF_<NAME>_URL."""
+        return f"RLHF_{self.name.upper().replace('-', '_')}_URL"
+
+    def url(self) -> str:
+        return os.environ.get(self.url_variable) or f"http://127.0.0.1:{self.port}"
+
+    def register_consumers(self, db: Database, broker: KafkaBroker, settings: Settings) -> list[IdempotentConsumer]:
+        consumers = []
+        for event_type, target in self.subscriptions.items():
+            sub = target if isinstance(target, Subscription) else Subscription(target)
+            overrides = {"max_records": sub.max_records} if sub.max_records else {}
+            consumers.append(
+                IdempotentConsumer(
+                    db, broker, self.processed_events, service=self.name, topic=event_type.topic(),
+                    handler=sub.handler, accepts=event_type, **consumer_options(settings, **overrides),
+                )
+            )
+        return consumers
+
+
+SERVICES_VARIABLE = "RLHF_SERVICES"
+
+
+def service_modules() -> list[str]:
+    """The modules whose SPEC makes up the product: `services.SERVICES`, or RLHF_SERVICES
+    (comma-separated modules) to run another set, e.g. with a service of one's own added."""
+    from services import SERVICES
+
+    configured = os.environ.get(SERVICES_VARIABLE, "")
+    return [m.strip() for m in configured.split(",") if m.strip()] or list(SERVICES)
+
+
+def load_specs(modules: list[str] | None = None) -> dict[str, ServiceSpec]:
+    """module -> its SPEC, in start order."""
+    return {module: importlib.import_module(module).SPEC for module in modules or service_modules()}
 
 
 async def migrate(spec: ServiceSpec, db: Database) -> None:
-    await upgrade(db.engine, schema=auth.AUTH_SCHEMA, script_location=AUTH_MIGRATIONS)
-    await upgrade(db.engine, schema=spec.schema, script_location=spec.migrations)
+    await upgrade(db.engine, metadata=auth.metadata, versions=AUTH_MIGRATIONS)
+    await upgrade(db.engine, metadata=spec.metadata, versions=spec.migrations / "versions")
 
 
 def build_app(spec: ServiceSpec, db: Database, settings: Settings) -> FastAPI:
@@ -62,7 +134,8 @@ def build_app(spec: ServiceSpec, db: Database, settings: Settings) -> FastAPI:
     )
     app.state.db = db
     app.state.verifier = KeyVerifier(db.engine, ttl=settings.rlhf_auth_cache_seconds)
-    spec.install_api(app)
+    for router in spec.routers:
+        app.include_router(router)
     return app
 
 
@@ -110,7 +183,7 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
         if "background" in roles:
             background = [asyncio.create_task(loop_fn(db, settings)) for loop_fn in spec.background]
         if "api" in roles:
-            port = settings.rlhf_http_port or spec.default_port
+            port = settings.rlhf_http_port or spec.port
             config = uvicorn.Config(
                 build_app(spec, db, settings), host=settings.rlhf_http_host, port=port,
                 log_level="warning", access_log=False,

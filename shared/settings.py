@@ -44,11 +44,6 @@ class Settings(BaseSettings):
     # Unset: <RLHF_DATA_DIR>/objects.
     rlhf_object_store_url: str | None = None
 
-    # Gateway upstreams.
-    rlhf_feedback_url: str = "http://127.0.0.1:8001"
-    rlhf_curation_url: str = "http://127.0.0.1:8002"
-    rlhf_training_url: str = "http://127.0.0.1:8003"
-
     def object_store_url(self) -> str:
         return self.rlhf_object_store_url or (self.rlhf_data_dir.resolve() / "objects").as_uri()
 

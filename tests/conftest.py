@@ -10,7 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from rlhf.stack import SERVICES, Stack, migrate_all, service_specs
+from rlhf.stack import Stack, migrate_all, service_specs
 from shared import auth
 from shared.db import make_engine
 from shared.infra import ensure_topics, free_port
@@ -35,7 +35,7 @@ def infra(tmp_path_factory):
         kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         kafka_port=free_port(),
         gateway_port=free_port(),
-        service_ports={svc.name: free_port() for svc in SERVICES},
+        service_ports={spec.name: free_port() for spec in service_specs()},
         extra_env=FAST_GROUPS,
     )
     stack.start_infrastructure()

@@ -4,8 +4,8 @@ import asyncio
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from services.curation import domain, handlers, repository
 from services.curation.schemas import (
@@ -26,7 +26,7 @@ from services.curation.schemas import (
     Strategy,
     ValidateRequest,
 )
-from shared.http import DB, CorrelationId, Curator, Viewer, error
+from shared.http import DB, CorrelationId, Curator, Viewer
 from shared.objectstore import ObjectNotFound, object_store_from_url
 from shared.paging import created_cursor, decode_cursor, page_of
 from shared.settings import get_settings
@@ -214,29 +214,3 @@ async def delete_pair(pair_id: uuid.UUID, principal: Curator, database: DB):
     async with database.unit_of_work() as uow:
         await handlers.delete_pair(uow, principal.organization, pair_id)
     return Response(status_code=204)
-
-
-def install(app: FastAPI) -> None:
-    app.include_router(datasets)
-    app.include_router(pairs)
-
-    @app.exception_handler(domain.NotFound)
-    async def not_found(request: Request, exc: domain.NotFound) -> JSONResponse:
-        return error(404, "not_found", str(exc))
-
-    @app.exception_handler(domain.Conflict)
-    async def conflict(request: Request, exc: domain.Conflict) -> JSONResponse:
-        return error(409, "conflict", str(exc))
-
-    @app.exception_handler(domain.Invalid)
-    async def invalid(request: Request, exc: domain.Invalid) -> JSONResponse:
-        return error(422, "validation_error", str(exc), errors=[{"field": exc.field, "message": str(exc)}])
-
-    @app.exception_handler(domain.ValidationFailed)
-    async def failed_validation(request: Request, exc: domain.ValidationFailed) -> JSONResponse:
-        failing = [r for r in exc.report["rules"] if r["severity"] == "error" and r["count"]]
-        return error(
-            422, "dataset_invalid", "the dataset fails validation; fix the rules listed and export again",
-            errors=[{"field": f"rules.{r['rule']}", "message": f"{r['count']}: {r['message']}"} for r in failing],
-            report=exc.report,
-        )

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared import errors
+from shared.errors import Conflict, Invalid
+
 DATASET_TYPES = ("preference_pairs", "instruction_tuning", "dpo")
 STATUSES = ("draft", "curating", "ready", "exported", "archived")
 STRATEGIES = ("correction", "thumbs", "rating")
@@ -21,31 +24,26 @@ TRANSITIONS: dict[str, set[str]] = {
 EXPORTABLE = {"ready", "exported"}
 
 
-class NotFound(Exception):
+class NotFound(errors.NotFound):
     """No such dataset / pair / export in the caller's organization (another organization's ids too)."""
 
     def __init__(self, what: str, ident: Any):
         super().__init__(f"{what} {ident} not found")
 
 
-class Conflict(Exception):
-    """The request is valid but the dataset's state does not allow it (409)."""
+class ValidationFailed(errors.DomainError):
+    """An export refused because the data fails blocking rules; carries the report (422)."""
 
-
-class Invalid(ValueError):
-    """Input that fails a rule pydantic cannot express (422), naming the field."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-
-
-class ValidationFailed(Exception):
-    """An export refused because the data fails blocking rules; carries the report."""
+    status, code = 422, "dataset_invalid"
 
     def __init__(self, report: dict):
-        super().__init__("the dataset fails validation")
+        super().__init__("the dataset fails validation; fix the rules listed and export again", report=report)
         self.report = report
+
+    def body(self) -> dict:
+        failing = [r for r in self.report["rules"] if r["severity"] == "error" and r["count"]]
+        errors = [{"field": f"rules.{r['rule']}", "message": f"{r['count']}: {r['message']}"} for r in failing]
+        return super().body() | {"errors": errors}
 
 
 def check_transition(current: str, target: str, *, sample_count: int) -> None:

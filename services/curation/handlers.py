@@ -36,7 +36,6 @@ from shared.db import Database, UnitOfWork
 from shared.events import DatasetExported, FeedbackReceived, FeedbackReviewed
 from shared.failpoints import failpoint
 
-SERVICE = "curation"
 DEFAULT_FORMAT = {"instruction_tuning": "openai_sft", "preference_pairs": "jsonl", "dpo": "jsonl"}
 
 
@@ -209,9 +208,8 @@ async def bulk_create_pairs(uow: UnitOfWork, organization: str, body: dict[str, 
 # The feedback projection (consumers)
 
 
-def _received_row(d: Delivery) -> dict[str, Any]:
+def _received_row(d: Delivery[FeedbackReceived]) -> dict[str, Any]:
     e = d.event
-    assert isinstance(e, FeedbackReceived)
     rating = e.feedback_value.get("rating") if e.feedback_type == "rating" else None
     correction = e.feedback_value.get("correction") if e.feedback_type == "correction" else None
     return dict(
@@ -221,7 +219,7 @@ def _received_row(d: Delivery) -> dict[str, Any]:
     )
 
 
-async def project_received_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+async def project_received_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery[FeedbackReceived]]) -> None:
     """FeedbackReceived → the projection's content columns (idempotent: an upsert, once per event)."""
     rows = {r["feedback_id"]: r for r in map(_received_row, deliveries)}  # last one wins within a batch
     await repository.upsert_received(uow.session, list(rows.values()))
@@ -230,12 +228,11 @@ async def project_received_feedback(uow: UnitOfWork, deliveries: Sequence[Delive
         await repository.recount_instruction_datasets(uow.session, organization, ids)
 
 
-async def project_reviewed_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+async def project_reviewed_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery[FeedbackReviewed]]) -> None:
     """FeedbackReviewed → the projection's review state; member counts of instruction datasets follow."""
     latest: dict[uuid.UUID, dict[str, Any]] = {}
     for d in deliveries:
         e = d.event
-        assert isinstance(e, FeedbackReviewed)
         row = dict(feedback_id=e.feedback_id, organization=d.envelope.organization, status=e.status,
                    review_correction=e.correction, tags=list(e.tags), reviewed_at=e.reviewed_at)
         if e.feedback_id not in latest or latest[e.feedback_id]["reviewed_at"] <= e.reviewed_at:

@@ -1,24 +1,26 @@
-"""Wires the curation service: its tables, routes, subscriptions and topics.
+"""Wires the curation service: its tables, routes, subscriptions and events.
 
     python -m services.curation.main [--role api|consumer|relay ...]
 """
 
 from pathlib import Path
 
-from services.curation import api, consumers
-from services.curation.models import SCHEMA
+from services.curation import api, handlers
+from services.curation.models import Base
 from shared import service
 from shared.events import DatasetExported, FeedbackReceived, FeedbackReviewed
 
 SPEC = service.ServiceSpec(
     name="curation",
-    schema=SCHEMA,
+    port=8002,
+    metadata=Base.metadata,
     migrations=Path(__file__).parent / "migrations",
-    install_api=api.install,
-    register_consumers=consumers.register,
-    consumes=[FeedbackReceived.topic(), FeedbackReviewed.topic()],
-    produces=[DatasetExported.topic()],
-    default_port=8002,
+    routers=[api.datasets, api.pairs],
+    subscriptions={
+        FeedbackReceived: handlers.project_received_feedback,
+        FeedbackReviewed: handlers.project_reviewed_feedback,
+    },
+    produces=[DatasetExported],
 )
 
 if __name__ == "__main__":

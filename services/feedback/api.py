@@ -4,8 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Query
 
 from services.feedback import domain, handlers, repository
 from services.feedback.schemas import (
@@ -18,9 +17,10 @@ from services.feedback.schemas import (
     FeedbackPage,
     FeedbackPatch,
     FeedbackStats,
+    Me,
 )
 from shared.events import FeedbackType, ReviewStatus
-from shared.http import DB, CorrelationId, Curator, Viewer, error
+from shared.http import DB, CorrelationId, Curator, Viewer
 from shared.paging import created_cursor, decode_cursor, page_of
 
 router = APIRouter(prefix="/api/feedback", tags=["feedback"])
@@ -91,6 +91,12 @@ async def feedback_stats(principal: Viewer, database: DB, f: Filters):
         return await repository.stats(session, principal.organization, f)
 
 
+@router.get("/me", response_model=Me)
+async def who_am_i(principal: Viewer):
+    """The caller's key: its organization and role (what the UI shows, and hides by)."""
+    return Me(key_id=principal.key_id, organization=principal.organization, role=principal.role.name)
+
+
 @router.post("/review", response_model=BulkReviewResult)
 async def bulk_review(body: BulkReview, principal: Curator, database: DB, cid: CorrelationId):
     changes = {"status": domain.ACTION_STATUS[body.action]}
@@ -122,15 +128,3 @@ async def review_feedback(
             uow, principal.organization, feedback_id, changes, reviewer=principal.name, correlation_id=cid
         )
     return row
-
-
-def install(app: FastAPI) -> None:
-    app.include_router(router)
-
-    @app.exception_handler(domain.FeedbackNotFound)
-    async def not_found(request: Request, exc: domain.FeedbackNotFound) -> JSONResponse:
-        return error(404, "not_found", f"feedback {exc.args[0]} not found")
-
-    @app.exception_handler(domain.InvalidTag)
-    async def bad_tag(request: Request, exc: domain.InvalidTag) -> JSONResponse:
-        return error(422, "validation_error", str(exc), errors=[{"field": "tags", "message": str(exc)}])

@@ -3,17 +3,23 @@
 from dataclasses import dataclass, replace
 from typing import Any
 
+from shared.errors import Invalid, NotFound
+
 ACTION_STATUS = {"approve": "approved", "reject": "rejected"}
 MAX_TAG_LENGTH = 64
 REVIEW_FIELDS = ("status", "correction", "tags", "notes")
 
 
-class FeedbackNotFound(Exception):
+class FeedbackNotFound(NotFound):
     """No such feedback in the caller's organization (another organization's ids included)."""
 
+    def __init__(self, feedback_id: Any):
+        super().__init__(f"feedback {feedback_id} not found")
 
-class InvalidTag(ValueError):
-    pass
+
+class InvalidTag(Invalid):
+    def __init__(self, message: str):
+        super().__init__("tags", message)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ from shared.db import UnitOfWork
 from shared.events import FeedbackFields, FeedbackReceived, FeedbackReviewed, FeedbackSubmitted
 from shared.observability import FEEDBACK_INGESTED
 
-SERVICE = "feedback"
-
 
 async def store_feedback(
     uow: UnitOfWork,
@@ -44,15 +42,14 @@ async def store_feedback(
             correlation_id=correlation_id,
         )
     await repository.add_many(uow.session, rows)
-    FEEDBACK_INGESTED.labels(SERVICE, source).inc(len(rows))
+    FEEDBACK_INGESTED.labels(uow.service, source).inc(len(rows))
     return ids
 
 
-async def store_submitted_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+async def store_submitted_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery[FeedbackSubmitted]]) -> None:
     """Feedback other platform services published on rlhf.feedback.submitted.v1."""
     by_org: dict[str, list[Delivery]] = defaultdict(list)
     for d in deliveries:
-        assert isinstance(d.event, FeedbackSubmitted)
         by_org[d.envelope.organization].append(d)
     for organization, batch in by_org.items():
         await store_feedback(

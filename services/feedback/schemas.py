@@ -98,3 +98,11 @@ class FeedbackStats(BaseModel):
     by_type: dict[str, int]
     by_status: dict[str, int]
     by_day: list[DayCount]
+
+
+class Me(BaseModel):
+    """Who a key is: every call it makes is scoped to `organization` and limited by `role`."""
+
+    key_id: str
+    organization: str
+    role: Literal["viewer", "curator", "admin"]

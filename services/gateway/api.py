@@ -1,13 +1,15 @@
 """The gateway: one address for the UI and for clients, routing /api/<area>/* to the owning service.
 It holds no data and checks no keys itself: each service authenticates every call it serves."""
 
+from collections.abc import Iterable
+
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from shared.http import error
-from shared.settings import Settings
+from shared.service import ServiceSpec
 
 # Hop-by-hop headers are the connection's own and are not forwarded (RFC 9110 §7.6.1).
 HOP_BY_HOP = {
@@ -16,14 +18,9 @@ HOP_BY_HOP = {
 }
 
 
-def route_table(settings: Settings) -> dict[str, str]:
-    """Path prefix -> upstream base URL, one entry per resource a service owns."""
-    return {
-        "/api/feedback": settings.rlhf_feedback_url,
-        "/api/training-datasets": settings.rlhf_curation_url,
-        "/api/preference-pairs": settings.rlhf_curation_url,
-        "/api/fine-tuning": settings.rlhf_training_url,
-    }
+def route_table(specs: Iterable[ServiceSpec]) -> dict[str, str]:
+    """Path prefix -> upstream base URL: each router's prefix of each service (RLHF_<NAME>_URL)."""
+    return {prefix: spec.url() for spec in specs for prefix in spec.route_prefixes}
 
 
 def upstream_for(routes: dict[str, str], path: str) -> str | None:

@@ -12,13 +12,14 @@ import uvicorn
 from services.gateway import api
 from shared.http import create_app
 from shared.observability import configure_logging
+from shared.service import load_specs
 from shared.settings import Settings, get_settings
 
 DEFAULT_PORT = 8000
 
 
 def build_app(settings: Settings):
-    routes = api.route_table(settings)
+    routes = api.route_table(load_specs().values())
 
     @asynccontextmanager
     async def lifespan(app):

@@ -4,11 +4,9 @@ handler, shape the answer; domain errors become status codes once, in `install`.
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Query
 
 from services.training import domain, handlers, repository
-from services.training.providers.base import ProviderError
 from services.training.schemas import (
     AuditOut,
     BudgetOut,
@@ -21,7 +19,7 @@ from services.training.schemas import (
     JobPage,
 )
 from services.training.settings import TrainingSettings, get_training_settings
-from shared.http import DB, Admin, CorrelationId, Curator, Viewer, error
+from shared.http import DB, Admin, CorrelationId, Curator, Viewer
 
 router = APIRouter(prefix="/api/fine-tuning", tags=["fine-tuning"])
 
@@ -124,38 +122,3 @@ async def put_budget(body: BudgetSet, principal: Admin, database: DB):
 async def audit(principal: Admin, database: DB, limit: int = Query(default=100, ge=1, le=1000)):
     async with database.read() as session:
         return await repository.audit_log(session, principal.organization, limit)
-
-
-def install(app: FastAPI) -> None:
-    app.include_router(router)
-
-    @app.exception_handler(domain.JobNotFound)
-    async def job_not_found(request: Request, exc: domain.JobNotFound) -> JSONResponse:
-        return error(404, "not_found", f"fine-tuning job {exc.args[0]} not found")
-
-    @app.exception_handler(domain.DatasetNotFound)
-    async def dataset_not_found(request: Request, exc: domain.DatasetNotFound) -> JSONResponse:
-        dataset_id, version = exc.args
-        which = f"version {version} of dataset {dataset_id}" if version else f"dataset {dataset_id}"
-        message = f"no export of {which} is known here (has it been exported?)"
-        return error(404, "dataset_not_found", message, errors=[{"field": "dataset_id", "message": message}])
-
-    @app.exception_handler(domain.InvalidLaunch)
-    async def invalid(request: Request, exc: domain.InvalidLaunch) -> JSONResponse:
-        return error(422, "validation_error", str(exc), errors=[{"field": exc.field, "message": str(exc)}])
-
-    @app.exception_handler(domain.MissingCredentials)
-    async def unconfigured(request: Request, exc: domain.MissingCredentials) -> JSONResponse:
-        return error(424, "provider_not_configured", str(exc), errors=[{"field": "provider", "message": str(exc)}])
-
-    @app.exception_handler(domain.BudgetExceeded)
-    async def over_budget(request: Request, exc: domain.BudgetExceeded) -> JSONResponse:
-        return error(402, "budget_exceeded", str(exc))
-
-    @app.exception_handler(domain.IllegalTransition)
-    async def conflict(request: Request, exc: domain.IllegalTransition) -> JSONResponse:
-        return error(409, "conflict", str(exc))
-
-    @app.exception_handler(ProviderError)
-    async def provider_unavailable(request: Request, exc: ProviderError) -> JSONResponse:
-        return error(503, "provider_unavailable", f"{exc}; try again", headers={"Retry-After": "10"})

@@ -6,6 +6,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+from shared.errors import Conflict, DomainError, Invalid, NotFound
 
 PENDING, VALIDATING, QUEUED, TRAINING = "pending", "validating", "queued", "training"
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
@@ -18,32 +21,44 @@ TERMINAL = (COMPLETED, FAILED, CANCELLED)
 _ORDER = {PENDING: 0, VALIDATING: 1, QUEUED: 2, TRAINING: 3}
 
 
-class JobNotFound(Exception):
+class JobNotFound(NotFound):
     """No such job in the caller's organization."""
 
+    def __init__(self, job_id: Any):
+        super().__init__(f"fine-tuning job {job_id} not found")
 
-class DatasetNotFound(Exception):
+
+class DatasetNotFound(NotFound):
     """The organization has no such exported dataset version (DatasetExported not seen)."""
 
+    code = "dataset_not_found"
 
-class IllegalTransition(Exception):
+    def __init__(self, dataset_id: Any, version: int | None = None):
+        which = f"version {version} of dataset {dataset_id}" if version else f"dataset {dataset_id}"
+        super().__init__(f"no export of {which} is known here (has it been exported?)", field="dataset_id")
+
+
+class IllegalTransition(Conflict):
     """The job cannot move from its state to the one asked for (409)."""
 
 
-class InvalidLaunch(ValueError):
+class InvalidLaunch(Invalid):
     """A launch the provider would refuse: names the field and the reason (422)."""
 
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
-
-class MissingCredentials(Exception):
+class MissingCredentials(DomainError):
     """The provider is not configured on this deployment (503 would blame us; 424 names the gap)."""
 
+    status, code = 424, "provider_not_configured"
 
-class BudgetExceeded(Exception):
+    def __init__(self, message: str):
+        super().__init__(message, field="provider")
+
+
+class BudgetExceeded(DomainError):
     """The estimate is more than what is left of the organization's monthly budget (402)."""
+
+    status, code = 402, "budget_exceeded"
 
 
 def can_transition(current: str, target: str) -> bool:

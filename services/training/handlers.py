@@ -23,7 +23,6 @@ from shared.objectstore import ObjectNotFound, object_store_from_url
 from shared.observability import get_logger
 from shared.settings import get_settings
 
-SERVICE = "training"
 AUTO_TRAIN_ACTOR = "auto-train"
 log = get_logger(__name__)
 
@@ -116,12 +115,11 @@ async def launch_job(
     return job
 
 
-async def record_exported_datasets(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+async def record_exported_datasets(uow: UnitOfWork, deliveries: Sequence[Delivery[DatasetExported]]) -> None:
     """DatasetExported: remember the version; launch a job when it carries an auto-train policy."""
     settings = _settings()
     for delivery in deliveries:
         event = delivery.event
-        assert isinstance(event, DatasetExported)
         organization = delivery.envelope.organization
         await repository.upsert_dataset(uow.session, dict(
             organization=organization, dataset_id=event.dataset_id, export_version=event.export_version,

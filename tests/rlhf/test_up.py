@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rlhf.stack import SERVICES
+from services import SERVICES
 from shared.events import FeedbackReceived
 from shared.infra import free_port
 from tests.support import KafkaProbe, envelope_of, of_org

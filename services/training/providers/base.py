@@ -6,13 +6,16 @@ from typing import Any, Protocol
 
 from services.training.domain import InvalidLaunch
 from services.training.settings import TrainingSettings
+from shared.errors import DomainError
 
 
-class ProviderError(Exception):
+class ProviderError(DomainError):
     """The provider refused or failed the request; `transient` errors are worth retrying."""
 
+    status, code = 503, "provider_unavailable"
+
     def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
+        super().__init__(message, headers={"Retry-After": "10"})
         self.transient = transient
 
 

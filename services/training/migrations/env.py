@@ -1,4 +1,0 @@
-from services.training.models import Base
-from shared.migrations import run_env
-
-run_env(Base.metadata)
