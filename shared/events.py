@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 TOPIC_PREFIX = "rlhf"
@@ -54,6 +55,23 @@ class Event(BaseModel):
     def topic(cls) -> str:
         return topic_for(cls.type_name, cls.version)
 
+    def to_wire(self, *, event_id: uuid.UUID, organization: str, producer: str, correlation_id: str) -> str:
+        """The envelope as it travels, in JSON: the head by orjson, the payload by pydantic's own
+        serializer (both native code; building an Envelope model and dumping it costs several times
+        more on the ingest path). The one encoder: the outbox and the tests both use it."""
+        head = orjson.dumps(
+            {
+                "event_id": event_id,
+                "type": self.type_name,
+                "version": self.version,
+                "occurred_at": datetime.now(UTC),
+                "organization": organization,
+                "correlation_id": correlation_id,
+                "producer": producer,
+            }
+        )
+        return head[:-1].decode() + ',"payload":' + self.model_dump_json() + "}"
+
     def envelope(
         self,
         *,
@@ -62,18 +80,11 @@ class Event(BaseModel):
         correlation_id: str | None = None,
         event_id: uuid.UUID | None = None,
     ) -> Envelope:
+        """The envelope a consumer decodes from this event's wire form."""
         event_id = event_id or uuid.uuid4()
-        # The event was validated when it was made; building the envelope need not validate again.
-        return Envelope.model_construct(
-            event_id=event_id,
-            type=self.type_name,
-            version=self.version,
-            occurred_at=datetime.now(UTC),
-            organization=organization,
-            correlation_id=correlation_id or str(event_id),
-            producer=producer,
-            payload=self.model_dump(),  # JSON-encoded by the outbox (orjson) or model_dump(mode="json")
-        )
+        wire = self.to_wire(event_id=event_id, organization=organization, producer=producer,
+                            correlation_id=correlation_id or str(event_id))
+        return Envelope.model_validate_json(wire)
 
 
 _REGISTRY: dict[tuple[str, int], type[Event]] = {}
@@ -189,11 +200,31 @@ class DatasetExported(Event):
     auto_train: dict[str, Any] | None = None
 
 
+class ExportRef(BaseModel):
+    """Which export version a job trained on, as DatasetExported announced it: enough for a
+    downstream service to trace a model back to its files (`sources.jsonl` sits beside the manifest)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    dataset_id: uuid.UUID
+    name: str
+    export_version: int
+    format: str
+    sha256: str
+    counts: dict[str, int] = Field(default_factory=dict)
+    url: str | None = None
+    validation_url: str | None = None
+    manifest_url: str | None = None
+
+
 class _JobEvent(Event):
     job_id: uuid.UUID
     dataset_id: uuid.UUID | None = None
     provider: str
     base_model: str
+    # Additive: the export version trained on and the name the resulting model is registered under.
+    export_version: int | None = None
+    model_name: str | None = None
 
 
 @register
@@ -203,6 +234,7 @@ class JobStarted(_JobEvent):
     method: str
     provider_job_id: str | None = None
     cost_estimate: float | None = None
+    export: ExportRef | None = None
 
 
 @register
@@ -224,6 +256,15 @@ class JobCompleted(_JobEvent):
     final_metrics: dict[str, float] = Field(default_factory=dict)
     actual_cost: float | None = None
     completed_at: datetime
+    # Additive: how the job ran, what it trained on, and its evaluation on the validation split
+    # (see services/training/evaluation.py for the keys: eval_loss, preference_accuracy,
+    # reward_margin, token_accuracy, validation_loss, leak_check, ...).
+    method: str | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    cost_estimate: float | None = None
+    provider_job_id: str | None = None
+    export: ExportRef | None = None
+    evaluation: dict[str, Any] | None = None
 
 
 @register
@@ -235,13 +276,118 @@ class JobFailed(_JobEvent):
     cancelled: bool = False  # ended by a cancel (a person's or the provider's), not by an error
 
 
+# ---- the model registry ------------------------------------------------------------------------
+# A version's `serving` says how to call it: {"kind": "openai", "model": ...} |
+# {"kind": "openai_compatible", "base_url": ..., "model": ..., "api_key_env": ...} |
+# {"kind": "bedrock", "model_arn": ...} | {"kind": "local", "base_model": ..., "adapter_url": ...}.
+# Credentials are never in it: at most the NAME of an environment variable holding them.
+# The experiment that caused a change is `source_experiment_id`, not `experiment_id`: the outbox
+# keys events by `experiment_id` when present, and a name's deploys must stay in one order.
+
+
+class _ModelEvent(Event):
+    model_version_id: uuid.UUID
+    name: str
+    model_version: str  # the semver ("version" is the event schema's own version)
+
+
+@register
+class ModelRegistered(_ModelEvent):
+    type_name: ClassVar[str] = "ModelRegistered"
+
+    model_id: str
+    base_model: str
+    status: str
+    serving: dict[str, Any]
+    fine_tuning_job_id: uuid.UUID | None = None
+    performance_metrics: dict[str, Any] = Field(default_factory=dict)
+    registered_by: str
+    registered_at: datetime
+
+
+@register
+class ModelDeployed(_ModelEvent):
+    """The version now takes its name's traffic; `serving` says how to reach it."""
+
+    type_name: ClassVar[str] = "ModelDeployed"
+
+    model_id: str
+    serving: dict[str, Any]
+    deployment_config: dict[str, Any] = Field(default_factory=dict)
+    previous_version_id: uuid.UUID | None = None
+    previous_version: str | None = None
+    deployed_by: str
+    reason: str | None = None
+    forced: bool = False
+    source_experiment_id: str | None = None
+    deployed_at: datetime
+
+
+@register
+class ModelRolledBack(_ModelEvent):
+    """The name's traffic went back to this version (`model_version_id`) from `rolled_back_from_id`."""
+
+    type_name: ClassVar[str] = "ModelRolledBack"
+
+    model_id: str
+    serving: dict[str, Any]
+    deployment_config: dict[str, Any] = Field(default_factory=dict)
+    rolled_back_from_id: uuid.UUID
+    rolled_back_from_version: str  # semver
+    rolled_back_by: str
+    reason: str | None = None
+    rolled_back_at: datetime
+
+
+@register
+class ModelArchived(_ModelEvent):
+    type_name: ClassVar[str] = "ModelArchived"
+
+    archived_by: str
+    reason: str | None = None
+    archived_at: datetime
+
+
+@register
+class DeploymentRequested(Event):
+    """Asks the registry to deploy a version (an experiment's full deploy, an automation policy):
+    the same checks as the HTTP deploy; a refusal comes back as DeploymentRefused."""
+
+    type_name: ClassVar[str] = "DeploymentRequested"
+
+    model_version_id: uuid.UUID
+    requested_by: str = Field(min_length=1, max_length=200)
+    reason: str | None = Field(default=None, max_length=2000)
+    source_experiment_id: str | None = Field(default=None, max_length=200)
+    deployment_config: dict[str, Any] = Field(default_factory=dict)
+
+
+@register
+class DeploymentRefused(Event):
+    type_name: ClassVar[str] = "DeploymentRefused"
+
+    model_version_id: uuid.UUID
+    request_event_id: uuid.UUID
+    code: str  # not_found, conflict, evaluation_gate
+    reason: str
+    source_experiment_id: str | None = None
+    refused_at: datetime
+
+
 __all__ = [
     "DatasetExported",
+    "DeploymentRefused",
+    "DeploymentRequested",
     "Envelope",
+    "ExportRef",
     "JobCompleted",
     "JobFailed",
     "JobProgressed",
     "JobStarted",
+    "ModelArchived",
+    "ModelDeployed",
+    "ModelRegistered",
+    "ModelRolledBack",
     "Event",
     "FeedbackFields",
     "FeedbackReceived",

@@ -99,3 +99,27 @@ def test_outbox_encoding_decodes_back_to_the_same_event_and_keys_by_entity():
     )
     key = message.key.encode()
     assert crc32_partitioner(key, [0, 1, 2], [0, 1, 2]) == crc32_partitioner(key, [0, 1, 2], [1])
+
+
+def test_job_events_without_the_registry_fields_still_decode():
+    """JobStarted/JobCompleted gained export, model name and evaluation: old payloads still decode."""
+    from datetime import UTC, datetime
+
+    from shared.events import JobCompleted
+
+    old = {"job_id": str(uuid.uuid4()), "provider": "openai", "base_model": "gpt-4o-mini-2024-07-18",
+           "resulting_model_id": "ft:gpt-4o-mini:x", "completed_at": datetime.now(UTC).isoformat()}
+    env = Envelope(event_id=uuid.uuid4(), type="JobCompleted", version=1, occurred_at=datetime.now(UTC),
+                   organization="acme", correlation_id="c", producer="training", payload=old)
+    event = decode_payload(env)
+    assert isinstance(event, JobCompleted)
+    assert (event.export_version, event.model_name, event.evaluation, event.export) == (None, None, None, None)
+
+
+def test_registry_topics():
+    from shared.events import DeploymentRefused, DeploymentRequested, ModelDeployed, ModelRolledBack
+
+    assert ModelDeployed.topic() == "rlhf.model.deployed.v1"
+    assert ModelRolledBack.topic() == "rlhf.model.rolled.back.v1"
+    assert DeploymentRequested.topic() == "rlhf.deployment.requested.v1"
+    assert DeploymentRefused.topic() == "rlhf.deployment.refused.v1"
