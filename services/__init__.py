@@ -5,4 +5,5 @@ SERVICES = (
     "services.feedback.main",
     "services.curation.main",
     "services.training.main",
+    "services.registry.main",
 )
