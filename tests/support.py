@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from shared.db import Database
 from shared.events import Envelope, Event
 from shared.infra import TansuBroker
+from shared.outbox import encode
 from shared.service import ServiceSpec, build_app
 from shared.settings import Settings
 
@@ -36,10 +37,14 @@ class KafkaProbe:
     async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         await (await self.producer()).send_and_wait(topic, value, key=key)
 
-    async def send_event(self, event: Event, organization: str, *, event_id: uuid.UUID | None = None) -> Envelope:
-        envelope = event.envelope(organization=organization, producer="tests", event_id=event_id)
-        await self.send_raw(event.topic(), orjson.dumps(envelope.model_dump(mode="json")))
-        return envelope
+    async def send_event(
+        self, event: Event, organization: str, *, event_id: uuid.UUID | None = None, key: str | None = None
+    ) -> Envelope:
+        """The event as the outbox would send it (same encoder, same partition key unless `key` is
+        given: events sent with one key land on one partition, in order)."""
+        message = encode(event, organization=organization, producer="tests", event_id=event_id)
+        await self.send_raw(event.topic(), message.envelope.encode(), key=(key or message.key).encode())
+        return Envelope.model_validate_json(message.envelope)
 
     async def close(self) -> None:
         if self._producer:
