@@ -92,7 +92,6 @@ class Database:
 
     def __init__(self, url: str, *, schema: str, producer: str, pool_size: int = 20):
         self.engine = make_engine(url, pool_size=pool_size)
-        self.schema = schema
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autobegin=False)
         self.outbox = OutboxWriter(schema=schema, producer=producer)
 
