@@ -25,6 +25,7 @@ Figures go to stdout and bench/results/export-latest.json.
 
 import argparse
 import asyncio
+import hashlib
 import os
 import platform
 import random
@@ -66,6 +67,7 @@ def sentence(rng: random.Random, words: int) -> str:
 
 async def load_pairs(conn: asyncpg.Connection, dataset_id: uuid.UUID, n: int) -> None:
     rng = random.Random(1)
+    ids = random.Random(3)  # ids of their own: the same every run (sources.jsonl names them), the texts unchanged
     now = datetime.now(UTC)
     await conn.execute(
         """INSERT INTO curation.training_datasets (id, organization, name, dataset_type, status, sample_count,
@@ -76,8 +78,8 @@ async def load_pairs(conn: asyncpg.Connection, dataset_id: uuid.UUID, n: int) ->
     batch = 50_000
     for start in range(0, n, batch):
         records = [
-            (uuid.uuid4(), ORG, dataset_id, sentence(rng, 12) [:-1] + f" #{i}?", sentence(rng, 40),
-             sentence(rng, 14), 0.8, "manual", now, now)
+            (uuid.UUID(int=ids.getrandbits(128), version=4), ORG, dataset_id, sentence(rng, 12)[:-1] + f" #{i}?",
+             sentence(rng, 40), sentence(rng, 14), 0.8, "manual", now, now)
             for i in range(start, min(n, start + batch))
         ]
         await conn.copy_records_to_table("preference_pairs", schema_name="curation", columns=columns,
@@ -128,37 +130,45 @@ async def raw_baseline(url: str, dataset_id: uuid.UUID, out: Path) -> dict:
 
 async def product_export(url: str, dataset_id: uuid.UUID, store_dir: Path) -> dict:
     from services.curation import handlers
+    from services.curation.domain import ExportDataset
     from shared.db import Database
     from shared.objectstore import LocalObjectStore
 
     db = Database(url, schema="curation", producer="curation", pool_size=2)
     store = LocalObjectStore(store_dir)
     start = time.perf_counter()
-    export = await handlers.export_dataset(db, store, ORG, dataset_id, {"format": "openai_dpo"}, actor="bench",
-                                           correlation_id=None)
+    async with db.unit_of_work() as uow:  # as api.py runs it: the version is committed when this ends
+        export = await handlers.export_dataset(uow, db, store, ORG, ExportDataset(dataset_id, "openai_dpo"),
+                                               actor="bench", correlation_id=None)
     elapsed = time.perf_counter() - start
     await db.dispose()
-    return {"rows": export.counts["total"], "seconds": elapsed, "masked": export.masked, "sha256": export.sha256}
+    return {"rows": export.counts["total"], "seconds": elapsed, "masked": export.masked, "sha256": export.sha256,
+            "files": files_sha256(store_dir / f"datasets/{ORG}/{dataset_id}/v{export.version}")}
+
+
+def files_sha256(folder: Path) -> dict[str, str]:
+    """The sha256 of each file an export wrote but its manifest (which holds the time it was written):
+    the same data must give the same files, whatever the code's shape."""
+    digests = {}
+    for path in sorted(folder.iterdir()):
+        if path.name != "manifest.json":
+            with path.open("rb") as f:
+                digests[path.name] = hashlib.file_digest(f, "sha256").hexdigest()
+    return digests
 
 
 async def bulk_pairs(url: str) -> dict:
     from services.curation import handlers
+    from services.curation.domain import CreateDataset, PairFeedback
     from shared.db import Database
 
     db = Database(url, schema="curation", producer="curation", pool_size=2)
-    dataset_id = uuid.uuid4()
     async with db.unit_of_work() as uow:
-        await uow.session.connection()
-        await handlers.create_dataset(uow, ORG, {"name": "bulk", "dataset_type": "preference_pairs"})
-    async with db.read() as s:
-        from sqlalchemy import text
-
-        dataset_id = (await s.execute(text("SELECT id FROM curation.training_datasets WHERE name = 'bulk'"))).scalar()
+        dataset_id = (await handlers.create_dataset(uow, ORG, CreateDataset("bulk", "preference_pairs"))).id
     start = time.perf_counter()
     async with db.unit_of_work() as uow:
-        created, count = await handlers.bulk_create_pairs(uow, ORG, {
-            "dataset_id": dataset_id, "strategies": ["correction", "thumbs", "rating"], "max_pairs_per_query": 10,
-            "min_rating_gap": 1})
+        created, count = await handlers.bulk_create_pairs(uow, ORG, PairFeedback(
+            dataset_id, strategies=["correction", "thumbs", "rating"], max_pairs_per_query=10, min_rating_gap=1))
     elapsed = time.perf_counter() - start
     await db.dispose()
     return {"created": created, "pairs": count, "seconds": elapsed}
@@ -197,11 +207,11 @@ def worker(kind: str, url: str, dataset_id: str, path: str) -> None:
     if kind == "raw":
         result = run(raw_baseline(url, uuid.UUID(dataset_id), Path(path)))
     else:
-        from services.curation import export
+        from services.curation import export_engine
 
         result = run(product_export(url, uuid.UUID(dataset_id), Path(path)))
         result["warm"] = run(product_export(url, uuid.UUID(dataset_id), Path(path)))
-        workers = list(export._pool._processes) if export._pool else []
+        workers = list(export_engine._pool._processes) if export_engine._pool else []
         result["worker_cpu_s"] = [cpu_seconds(pid) for pid in workers]
         result["worker_peak_rss_mb"] = [peak_rss_mb(pid) for pid in workers]
     result["peak_rss_mb"] = peak_rss_mb()
@@ -285,6 +295,7 @@ def render(r: dict) -> str:
         f"{' + '.join(f'{m:.0f}' for m in r['export']['worker_peak_rss_mb'])} MB = "
         f"{r['export']['total_peak_rss_mb']:.0f} MB",
         f"  masked: {r['export']['masked']}",
+        *(f"  {name}: sha256 {digest}" for name, digest in r["export"]["files"].items()),
         f"bulk pair creation from {r['feedback']:,} feedback items: {r['bulk']['pairs']:,} pairs in "
         f"{r['bulk']['seconds']:.2f}s = {r['bulk']['pairs_per_s']:,.0f} pairs/s  {r['bulk']['created']}",
     ])

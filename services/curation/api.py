@@ -27,9 +27,8 @@ from services.curation.schemas import (
     ValidateRequest,
 )
 from shared.http import DB, CorrelationId, Curator, Viewer
-from shared.objectstore import ObjectNotFound, object_store_from_url
+from shared.objectstore import ObjectNotFound, default_store
 from shared.paging import created_cursor, decode_cursor, page_of
-from shared.settings import get_settings
 
 datasets = APIRouter(prefix="/api/training-datasets", tags=["training datasets"])
 pairs = APIRouter(prefix="/api/preference-pairs", tags=["preference pairs"])
@@ -38,11 +37,10 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
 
-
 def object_store(request: Request):
-    """The store exports go to: configured once per app (tests may set app.state.object_store)."""
+    """The store exports go to: the process's, kept per app (tests may set app.state.object_store)."""
     if getattr(request.app.state, "object_store", None) is None:
-        request.app.state.object_store = object_store_from_url(get_settings().object_store_url())
+        request.app.state.object_store = default_store()
     return request.app.state.object_store
 
 
@@ -56,8 +54,7 @@ Store = Annotated[object, Depends(object_store)]
 @datasets.post("", status_code=201, response_model=DatasetOut)
 async def create_dataset(body: DatasetCreate, principal: Curator, database: DB):
     async with database.unit_of_work() as uow:
-        return await handlers.create_dataset(uow, principal.organization, body.model_dump(mode="json") | {
-            "feedback_ids": body.feedback_ids})
+        return await handlers.create_dataset(uow, principal.organization, domain.CreateDataset(**body.model_dump()))
 
 
 @datasets.get("", response_model=DatasetPage)
@@ -85,11 +82,9 @@ async def get_dataset(dataset_id: uuid.UUID, principal: Viewer, database: DB):
 
 @datasets.patch("/{dataset_id}", response_model=DatasetOut)
 async def update_dataset(dataset_id: uuid.UUID, patch: DatasetPatch, principal: Curator, database: DB):
-    changes = {k: getattr(patch, k) for k in patch.model_fields_set}
-    if patch.auto_train is not None:
-        changes["auto_train"] = patch.auto_train.model_dump(mode="json")
+    change = domain.ChangeDataset(given=frozenset(patch.model_fields_set), **patch.model_dump())
     async with database.unit_of_work() as uow:
-        return await handlers.update_dataset(uow, principal.organization, dataset_id, changes)
+        return await handlers.update_dataset(uow, principal.organization, dataset_id, change)
 
 
 @datasets.delete("/{dataset_id}", response_model=DatasetOut)
@@ -102,17 +97,19 @@ async def archive_dataset(dataset_id: uuid.UUID, principal: Curator, database: D
 async def validate_dataset(
     dataset_id: uuid.UUID, principal: Curator, database: DB, body: ValidateRequest | None = None
 ):
-    return await handlers.validate_dataset(database, principal.organization, dataset_id, body.format if body else None)
+    async with database.unit_of_work() as uow:
+        return await handlers.validate_dataset(uow, database, principal.organization, dataset_id,
+                                               body.format if body else None)
 
 
 @datasets.post("/{dataset_id}/export", status_code=201, response_model=ExportOut)
 async def export_dataset(
     dataset_id: uuid.UUID, body: ExportRequest, principal: Curator, database: DB, store: Store, cid: CorrelationId
 ):
-    return await handlers.export_dataset(
-        database, store, principal.organization, dataset_id, body.model_dump(), actor=principal.name,
-        correlation_id=cid,
-    )
+    command = domain.ExportDataset(dataset_id=dataset_id, **body.model_dump())
+    async with database.unit_of_work() as uow:
+        return await handlers.export_dataset(uow, database, store, principal.organization, command,
+                                             actor=principal.name, correlation_id=cid)
 
 
 @datasets.get("/{dataset_id}/exports", response_model=list[ExportOut])
@@ -162,13 +159,14 @@ async def download_export_file(
 @pairs.post("", status_code=201, response_model=PairOut)
 async def create_pair(body: PairCreate, principal: Curator, database: DB):
     async with database.unit_of_work() as uow:
-        return await handlers.create_pair(uow, principal.organization, body.model_dump())
+        return await handlers.create_pair(uow, principal.organization, domain.CreatePair(**body.model_dump()))
 
 
 @pairs.post("/bulk", status_code=201, response_model=BulkResult)
 async def bulk_create_pairs(body: BulkCreate, principal: Curator, database: DB):
     async with database.unit_of_work() as uow:
-        created, sample_count = await handlers.bulk_create_pairs(uow, principal.organization, body.model_dump())
+        created, sample_count = await handlers.bulk_create_pairs(uow, principal.organization,
+                                                                 domain.PairFeedback(**body.model_dump()))
     return BulkResult(dataset_id=body.dataset_id, created=created, sample_count=sample_count)
 
 
@@ -204,9 +202,9 @@ async def get_pair(pair_id: uuid.UUID, principal: Viewer, database: DB):
 
 @pairs.patch("/{pair_id}", response_model=PairOut)
 async def update_pair(pair_id: uuid.UUID, patch: PairPatch, principal: Curator, database: DB):
-    changes = {k: getattr(patch, k) for k in patch.model_fields_set}
+    change = domain.ChangePair(given=frozenset(patch.model_fields_set), **patch.model_dump())
     async with database.unit_of_work() as uow:
-        return await handlers.update_pair(uow, principal.organization, pair_id, changes)
+        return await handlers.update_pair(uow, principal.organization, pair_id, change)
 
 
 @pairs.delete("/{pair_id}", status_code=204)

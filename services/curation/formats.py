@@ -191,7 +191,7 @@ def json_line_writer(fmt: str, system: str | None) -> Callable[[Record], bytes]:
     the builder's dict. Where the builder only places the example's texts whole, the line is the
     constant JSON around them joined with each text's JSON string: found once by building a line
     from marker texts, and checked (each marker exactly once, the same constants for other markers),
-    so it follows the builder; that is about twice as fast as building and dumping a dict."""
+    so it follows the builder, without building and dumping a dict for every line."""
     build = BUILDERS[fmt]
 
     def generic_line(r: Record | tuple) -> bytes:

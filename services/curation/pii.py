@@ -22,12 +22,12 @@ What is found, and how:
 Masking is consistent within one Masker (one per dataset export): the same value always gets the
 same placeholder (`<EMAIL_1>`, `<PHONE_2>`, …), numbered in order of first appearance, so an
 export of unchanged data is byte-identical. `counts` says how many occurrences of each kind were
-masked; `distinct` how many different values.
+masked; `summary()` adds how many different values.
 
 The screen. An export screens every example and most examples hold no PII, so the first question —
-which detectors are worth running on this text (the candidates) — must cost about a microsecond. An
-export asks it of a stripe's examples at once (`screen_groups`: one scan over all their texts,
-~1.2 µs an example), then masks only the examples flagged; `contains_pii` and `mask` ask it per text,
+which detectors are worth running on this text (the candidates) — must cost next to nothing beside
+the rest of an example's work. An export asks it of a chunk's examples at once (`screen_groups`: one
+scan over all their texts), then masks only the examples flagged; `mask` asks it per text,
 then run only the candidates' regexes (`mask` asks again after a detector changed the text); the
 regexes, `_validated` and phonenumbers stay the authority. The screen may name a detector that then
 finds nothing, but never leaves out one whose regex would match (or, for phones, in whose text
@@ -41,9 +41,9 @@ PhoneNumberMatcher would find a number). Two implementations, with that same gua
     `re` uses (its \\d has Unicode digits Hyperscan's tables lack; its \\s includes \\x1c-\\x1f),
     and letters in `(?i:...)` as every character `re` folds onto them (ſ for s, ı and İ for i, the
     Kelvin sign for k) instead of Hyperscan's caseless mode. All the patterns are compiled into one
-    database, lazily, once per process and region (~0.5 s); one scan of the text's UTF-8 reports
-    which occur. For clean text none does: ~1.7 µs for 500 characters, encoding included, where the
-    triggers take ~11 µs. A text that is not valid UTF-8 (lone surrogates) goes to the triggers.
+    database, lazily, once per process and region; one scan of the text's UTF-8 reports which
+    occur. For clean text none does, several times faster than the triggers (docs/benchmarks.md).
+    A text that is not valid UTF-8 (lone surrogates) goes to the triggers.
   * Python triggers, where `import hyperscan` fails (Linux aarch64 has no wheel): each detector's
     `trigger` tests cheap facts about the text (`Shape`: substrings, runs of byte classes, worked
     out in C) that its regex implies.
@@ -212,7 +212,6 @@ DETECTORS = [
     ),
 ]
 PHONE = len(DETECTORS)  # the phone matcher's place among the candidates: after every detector
-_EVERY = frozenset(range(PHONE + 1))
 _NONE: frozenset[int] = frozenset()
 
 Screen = Callable[[str], frozenset[int]]  # a text → the candidates: indices into DETECTORS, and PHONE
@@ -294,20 +293,6 @@ def _trigger_screen(region: str) -> Screen:
     return candidates
 
 
-def _unscreened(text: str) -> frozenset[int]:
-    """A screen that rules nothing out: every detector's regex and the phone matcher run (the full check)."""
-    return _EVERY
-
-
-def _matching(text: str, region: str = DEFAULT_REGION) -> frozenset[int]:
-    """The detectors whose regex matches `text` anywhere (validated or not), and PHONE if the phone matcher
-    finds a number: what every screen's candidates must include."""
-    found = {i for i, d in enumerate(DETECTORS) if d.pattern.search(text)}
-    if phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID).has_next():
-        found.add(PHONE)
-    return frozenset(found)
-
-
 @dataclass(frozen=True)
 class _PythonSets:
     """Python `re`'s character sets, as the inside of Hyperscan classes (`\\x{..}` ranges)."""
@@ -331,7 +316,7 @@ def _ranges(chars: Iterable[str]) -> str:
 
 @functools.cache
 def _python_sets() -> _PythonSets:
-    """Asks `re` itself, over every code point UTF-8 can carry (~0.1 s, once)."""
+    """Asks `re` itself, over every code point UTF-8 can carry (once a process)."""
     points = array.array("I", range(0xD800))  # every code point but the surrogates, as one str
     points.extend(range(0xE000, sys.maxunicode + 1))
     every = points.tobytes().decode(f"utf-32-{'le' if sys.byteorder == 'little' else 'be'}")
@@ -404,9 +389,9 @@ def _collect(pattern_id: int, start: int, end: int, flags: int, found: list[int]
 def _screen_database(region: str, *, every_match: bool = False) -> "hyperscan.Database":
     """The compiled screen: by default each pattern reports its first match in a scanned text only (one
     text, one question); with `every_match`, every match (screen_groups scans many texts at once).
-    Compiling takes ~0.5 s, which every export worker process would pay: the serialized database is kept
+    Compiling is slow, and every export worker process would pay for it: the serialized database is kept
     in the user's cache directory, keyed by everything it is built from (this file, phonenumbers'
-    metadata, Python's character tables, Hyperscan, the CPU), and loaded in milliseconds. A cache that
+    metadata, Python's character tables, Hyperscan, the CPU), and loading it is quick. A cache that
     cannot be read or written is recompiled, never trusted."""
     from importlib.metadata import version
 
@@ -557,10 +542,6 @@ class Masker:
         self._numbers: Counter[str] = Counter()
         self._kind = ""
 
-    @property
-    def distinct(self) -> dict[str, int]:
-        return dict(sorted(self._numbers.items()))
-
     def summary(self) -> dict[str, dict[str, int]]:
         return {k: {"occurrences": self.counts[k], "distinct": self._numbers[k]} for k in sorted(self.counts)}
 
@@ -590,22 +571,6 @@ class Masker:
         if PHONE in candidates:
             return self._mask_phones(text)
         return text
-
-    def contains_pii(self, text: str) -> bool:
-        """Whether `mask` would change `text`, without counting anything. Cheaper than masking, so
-        an export can check all of a row's fields joined by NUL once and mask only rows that need it."""
-        candidates = self._screen(text)
-        if not candidates:
-            return False
-        for i in sorted(candidates):  # the phone matcher, the slowest, last
-            if i == PHONE:
-                return phonenumbers.PhoneNumberMatcher(text, self.region,
-                                                       leniency=phonenumbers.Leniency.VALID).has_next()
-            detector = DETECTORS[i]
-            for match in detector.pattern.finditer(text):
-                if _validated(detector.kind, match.group()) is not None:
-                    return True
-        return False
 
     def mask_json(self, value):
         """Masks every string inside a JSON value (context documents, metadata)."""

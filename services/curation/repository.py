@@ -1,15 +1,24 @@
-"""All of the curation service's SQL. Every query is scoped to one organization."""
+"""All of the curation service's SQL. Every query is scoped to one organization.
 
+Most of it runs in a unit of work's session (SQLAlchemy). Validation and export read a dataset's
+examples on plain asyncpg connections instead (ExampleQueries): a read-only snapshot streamed by a
+cursor or read in stripes by worker processes, at the speed of the driver."""
+
+import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import and_, delete, func, or_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.curation import formats
+from services.curation.domain import ExportPlan
 from services.curation.models import SCHEMA, DatasetExport, FeedbackView, PreferencePair, TrainingDataset
 
 # The split and duplicate keys: a prompt's letters and digits, lower-cased. Splitting on this key puts
@@ -184,7 +193,7 @@ async def page_pairs(
 @dataclass(frozen=True)
 class FeedbackScope:
     feedback_ids: list[uuid.UUID] | None = None
-    tags: list[str] | None = None
+    tags: list[str] | None = None  # normalised (shared.tags.normalize_tag), as stored tags are
     created_from: datetime | None = None
     created_to: datetime | None = None
     approved_only: bool = False
@@ -201,7 +210,7 @@ def _eligible_cte(scope: FeedbackScope) -> tuple[str, dict[str, Any]]:
         params["ids"] = scope.feedback_ids
     if scope.tags:
         conditions.append("tags && :tags")
-        params["tags"] = [t.strip().lower() for t in scope.tags]
+        params["tags"] = scope.tags
     if scope.created_from:
         conditions.append("created_at >= :created_from")
         params["created_from"] = scope.created_from
@@ -275,7 +284,7 @@ async def create_pairs_by_strategy(
 
     The thumbs and rating strategies join feedback to feedback on the normalised query. A projection
     filled since its last ANALYZE (a fresh import, a burst of feedback) has no statistics, the planner
-    then expects a row or two and nests loops: 10,000 feedback items took 4 s instead of 0.05 s. A
+    then expects a row or two and nests loops: every eligible item compared with every other. A
     hash join is never much worse here, so nested loops are off for this statement's transaction."""
     await session.execute(text("SET LOCAL enable_nestloop = off"))
     eligible, params = _eligible_cte(scope)
@@ -360,7 +369,7 @@ INSTRUCTION_EXAMPLES = f"""
 #     parallel scan and sort over the index that gives the export order, then run it serially;
 #   * random_page_cost 1.1 (the usual value for data in memory or on SSD) — the (dataset_id, seq)
 #     index follows the table's physical order, yet at the default 4 the planner reads a stripe
-#     with a bitmap scan and a sort spilled to disk, four times slower than walking the index.
+#     with a bitmap scan and a sort spilled to disk, much slower than walking the index.
 EXPORT_SETTINGS = ("SET LOCAL work_mem = '64MB'; SET LOCAL max_parallel_workers_per_gather = 0; "
                    "SET LOCAL random_page_cost = 1.1")
 
@@ -432,7 +441,97 @@ def example_prompts_sql(dataset_type: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# The reads of validation and export: on a plain asyncpg connection (and, for a large export, the
+# worker processes' connections sharing its snapshot)
+
+
+@asynccontextmanager
+async def read_only_snapshot(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A read-only repeatable-read transaction (one snapshot), planned for reading a dataset."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(EXPORT_SETTINGS)
+        yield
+
+
+async def dataset_row(conn: asyncpg.Connection, organization: str, dataset_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f'SELECT * FROM "{SCHEMA}".training_datasets WHERE organization = $1 AND id = $2',
+                              organization, dataset_id)
+    return dict(row) if row is not None else None
+
+
+_PARAM = re.compile(r"\$(\d+)")
+_SNAPSHOT_ID = re.compile(r"[0-9A-F-]+")
+
+
+@dataclass(frozen=True)
+class ExampleQueries:
+    """The reads of one pass over a dataset's examples (the plan's): the export query, whole or in
+    stripes, the duplicate searches and the report's example prompts, and the snapshot that worker
+    processes share with the export's transaction."""
+
+    plan: ExportPlan
+
+    @property
+    def args(self) -> list:
+        plan = self.plan
+        members = list(plan.members) if plan.dataset_type == "instruction_tuning" else plan.dataset_id
+        return [plan.organization, members, plan.split_seed, int(plan.validation_ratio * SPLIT_BUCKETS)]
+
+    async def _fetch(self, conn: asyncpg.Connection, sql: str, *, one: bool = False):
+        """asyncpg wants exactly the parameters a statement uses: pass the first N of the common list."""
+        used = max((int(n) for n in _PARAM.findall(sql)), default=0)
+        return await (conn.fetchrow if one else conn.fetch)(sql, *self.args[:used])
+
+    async def duplicate_groups(self, conn: asyncpg.Connection) -> list:
+        return await self._fetch(conn, duplicate_groups_sql(self.plan.dataset_type))
+
+    async def near_duplicate_groups(self, conn: asyncpg.Connection) -> list:
+        return await self._fetch(conn, near_duplicate_groups_sql(self.plan.dataset_type))
+
+    async def order_range(self, conn: asyncpg.Connection) -> tuple[Any, Any]:
+        bounds = await self._fetch(conn, order_range_sql(self.plan.dataset_type), one=True)
+        return bounds["lo"], bounds["hi"]
+
+    async def cursor(self, conn: asyncpg.Connection):
+        """Every example in export order (in a transaction: a cursor needs one)."""
+        return await conn.cursor(export_sql(self.plan.dataset_type, self.plan.fmt), *self.args)
+
+    def stripe(self, lo: int, hi: int) -> tuple[str, tuple]:
+        """The statement and arguments reading the examples with lo <= ord < hi."""
+        return export_sql(self.plan.dataset_type, self.plan.fmt, stripe=True), (*self.args, lo, hi)
+
+    async def example_prompts(self, conn: asyncpg.Connection, ids: list[str]) -> dict[str, str]:
+        return dict(await conn.fetch(example_prompts_sql(self.plan.dataset_type), *self.args[:2], ids))
+
+    @staticmethod
+    async def export_snapshot(conn: asyncpg.Connection) -> str:
+        """The id of `conn`'s snapshot, for other connections to share while its transaction lasts."""
+        return await conn.fetchval("SELECT pg_export_snapshot()")
+
+    @staticmethod
+    def snapshot_setup(snapshot_id: str) -> str:
+        """The statement that puts a read-only repeatable-read transaction on an exported snapshot,
+        planned as the export's own (worker processes run it as text: they import no SQLAlchemy)."""
+        if not _SNAPSHOT_ID.fullmatch(snapshot_id):
+            raise ValueError(f"not a snapshot id: {snapshot_id!r}")
+        return f"SET TRANSACTION SNAPSHOT '{snapshot_id}'; {EXPORT_SETTINGS}"
+
+    @asynccontextmanager
+    async def on_snapshot(self, conn: asyncpg.Connection, snapshot_id: str) -> AsyncIterator[None]:
+        """A read-only transaction on `conn` that sees what the export's own transaction sees."""
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute(self.snapshot_setup(snapshot_id))
+            yield
+
+
+# ---------------------------------------------------------------------------------------------
 # Export versions
+
+
+async def try_lock_export(session: AsyncSession, dataset_id: uuid.UUID) -> bool:
+    """One export per dataset at a time: a lock held by the session's transaction until it ends."""
+    stmt = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:lock, 0))")
+    return (await session.execute(stmt, {"lock": f"curation.export:{dataset_id}"})).scalar_one()
 
 
 async def add_export(session: AsyncSession, row: dict[str, Any]) -> DatasetExport:

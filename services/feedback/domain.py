@@ -3,10 +3,11 @@
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.errors import Invalid, NotFound
+from shared.errors import NotFound
+from shared.tags import InvalidTag as InvalidTag  # the tag rule is shared: curation filters feedback by tags
+from shared.tags import normalize_tags
 
 ACTION_STATUS = {"approve": "approved", "reject": "rejected"}
-MAX_TAG_LENGTH = 64
 REVIEW_FIELDS = ("status", "correction", "tags", "notes")
 
 
@@ -17,30 +18,12 @@ class FeedbackNotFound(NotFound):
         super().__init__(f"feedback {feedback_id} not found")
 
 
-class InvalidTag(Invalid):
-    def __init__(self, message: str):
-        super().__init__("tags", message)
-
-
 @dataclass(frozen=True)
 class ReviewState:
     status: str
     correction: str | None
     tags: tuple[str, ...]
     notes: str | None
-
-
-def normalize_tags(tags: list[str]) -> tuple[str, ...]:
-    """Tags are trimmed, lower-cased and de-duplicated, keeping the order given."""
-    out: dict[str, None] = {}
-    for tag in tags:
-        clean = tag.strip().lower()
-        if not clean:
-            raise InvalidTag("tags must not be empty")
-        if len(clean) > MAX_TAG_LENGTH:
-            raise InvalidTag(f"tag longer than {MAX_TAG_LENGTH} characters: {clean[:20]}...")
-        out[clean] = None
-    return tuple(out)
 
 
 def apply_review(current: ReviewState, changes: dict[str, Any]) -> ReviewState:

@@ -251,7 +251,7 @@ async def test_a_transfer_slot_is_lent_again_only_once_its_task_is_over():
     early (it failed, or was interrupted) must not lend a slot a worker may still be writing to."""
     from concurrent.futures import Future
 
-    from services.curation.export import TransferSlots
+    from services.curation.export_engine import TransferSlots
 
     slots = TransferSlots(2)
     try:
@@ -272,8 +272,7 @@ async def test_worker_processes_write_the_same_files(api, make_key, org, feed, s
     """A large export is shaped by worker processes reading stripes of the same snapshot; the files
     must be the ones the service's own process writes: same lines, same order, same placeholders,
     duplicates dropped the same way."""
-    from services.curation import export as export_module
-    from services.curation import handlers
+    from services.curation import export_engine
 
     h = await make_key(org)
     ds = await exportable(api, h, feed, org)
@@ -283,14 +282,14 @@ async def test_worker_processes_write_the_same_files(api, make_key, org, feed, s
     assert (await api.post("/api/preference-pairs", json=duplicate, headers=h)).status_code == 201
     await api.patch(f"/api/training-datasets/{ds['id']}", json={"status": "ready"}, headers=h)
     in_process = await export(api, h, ds, "openai_dpo")
-    monkeypatch.setattr(handlers, "PARALLEL_MIN_ROWS", 1)
-    monkeypatch.setattr(handlers, "STRIPE_ROWS", 5)  # ~9 stripes over 2 workers, several in flight
+    monkeypatch.setattr(export_engine, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(export_engine, "STRIPE_ROWS", 5)  # ~9 stripes over 2 workers, several in flight
     handed = []  # which way each stripe's lines came back: through a transfer slot, or pickled
-    take = export_module.Shaped.take
-    monkeypatch.setattr(export_module.Shaped, "take",
-                        lambda shaped, buffer: handed.append(shaped.placed is not None) or take(shaped, buffer))
+    take = export_engine._take
+    monkeypatch.setattr(export_engine, "_take",
+                        lambda result, buffer: handed.append(result.placed is not None) or take(result, buffer))
     parallel = await export(api, h, ds, "openai_dpo")
-    assert export_module._pool is not None  # the worker pool did the shaping
+    assert export_engine._pool is not None  # the worker pool did the shaping
     assert handed and all(handed)  # every stripe through shared memory
     assert parallel["counts"] == in_process["counts"] and parallel["masked"] == in_process["masked"]
     assert parallel["counts"]["total"] == 42  # the duplicate dropped
@@ -304,24 +303,24 @@ async def test_worker_processes_write_the_same_files(api, make_key, org, feed, s
         assert secret not in text
 
     # stripes too large for a transfer slot come back pickled: the same files
-    monkeypatch.setattr(export_module.TransferSlots, "SLOT_BYTES", 64)
-    monkeypatch.setattr(export_module, "_slots", None)
+    monkeypatch.setattr(export_engine.TransferSlots, "SLOT_BYTES", 64)
+    monkeypatch.setattr(export_engine, "_slots", None)
     handed.clear()
     small_slots = await export(api, h, ds, "openai_dpo")
     assert handed and not any(handed)
     for name in ("url", "validation_url"):
         assert local_bytes(store, small_slots[name]) == local_bytes(store, in_process[name])
-    export_module._slots.close()
-    monkeypatch.setattr(export_module, "_slots", None)
+    export_engine._slots.close()
+    monkeypatch.setattr(export_engine, "_slots", None)
 
     # a worker process that dies (killed, out of memory) does not take the next exports with it
-    workers = list(export_module._pool._processes.values())
+    workers = list(export_engine._pool._processes.values())
     for process in workers:
         os.kill(process.pid, signal.SIGKILL)
         process.join(10)
     again = await export(api, h, ds, "openai_dpo")
     assert local_bytes(store, again["url"]) == local_bytes(store, in_process["url"])
-    assert not {w.pid for w in workers} & set(export_module._pool._processes)
+    assert not {w.pid for w in workers} & set(export_engine._pool._processes)
 
 
 async def test_instruction_tuning_exports_approved_answers(api, make_key, org, feed, store):
