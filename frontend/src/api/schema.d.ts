@@ -238,6 +238,151 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Models */
+        get: operations["list_models_api_models_get"];
+        put?: never;
+        /** Register */
+        post: operations["register_api_models_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/models/policy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Policy */
+        get: operations["get_policy_api_models_policy_get"];
+        /** Put Policy */
+        put: operations["put_policy_api_models_policy_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/models/{model_version_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Model */
+        get: operations["get_model_api_models__model_version_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /** Update Model */
+        patch: operations["update_model_api_models__model_version_id__patch"];
+        trace?: never;
+    };
+    "/api/models/{model_version_id}/archive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Archive */
+        post: operations["archive_api_models__model_version_id__archive_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/models/{model_version_id}/deploy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Deploy */
+        post: operations["deploy_api_models__model_version_id__deploy_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/models/{model_version_id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * History
+         * @description Every status change of the version (scope=version) or of every version of its name (scope=name).
+         */
+        get: operations["history_api_models__model_version_id__history_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/models/{model_version_id}/lineage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Lineage
+         * @description version -> job -> dataset export -> preference pairs -> feedback ids (pairs paged by `cursor`).
+         */
+        get: operations["lineage_api_models__model_version_id__lineage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/models/{model_version_id}/rollback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Rollback */
+        post: operations["rollback_api_models__model_version_id__rollback_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/preference-pairs": {
         parameters: {
             query?: never;
@@ -671,6 +816,23 @@ export interface components {
             /** Count */
             count: number;
         };
+        /** DeployBody */
+        DeployBody: {
+            /** Deployment Config */
+            deployment_config?: {
+                [key: string]: unknown;
+            } | null;
+            /** Reason */
+            reason?: string | null;
+            /**
+             * Force
+             * @description deploy despite the evaluation gate (admin; needs a reason)
+             * @default false
+             */
+            force?: boolean;
+            /** Experiment Id */
+            experiment_id?: string | null;
+        };
         /** Estimate */
         Estimate: {
             /** Examples */
@@ -895,6 +1057,43 @@ export interface components {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
         };
+        /** HistoryOut */
+        HistoryOut: {
+            /** Id */
+            id: number;
+            /**
+             * Model Version Id
+             * Format: uuid
+             */
+            model_version_id: string;
+            /** Name */
+            name: string;
+            /** Version */
+            version: string;
+            /** Action */
+            action: string;
+            /** From */
+            from: string | null;
+            /** To */
+            to: string;
+            /** Who */
+            who: string;
+            /**
+             * When
+             * Format: date-time
+             */
+            when: string;
+            /** Reason */
+            reason: string | null;
+            /** Experiment Id */
+            experiment_id: string | null;
+            /** Forced */
+            forced: boolean;
+            /** Details */
+            details: {
+                [key: string]: unknown;
+            };
+        };
         /** JobCreate */
         JobCreate: {
             /**
@@ -923,6 +1122,11 @@ export interface components {
             };
             /** Suffix */
             suffix?: string | null;
+            /**
+             * Model Name
+             * @description the name the registry registers the model as; default: the dataset's
+             */
+            model_name?: string | null;
         };
         /** JobDetail */
         JobDetail: {
@@ -954,6 +1158,22 @@ export interface components {
             };
             /** Suffix */
             suffix: string | null;
+            /** Model Name */
+            model_name: string | null;
+            /**
+             * Export Ref
+             * @description the export trained on, as DatasetExported described it
+             */
+            export_ref: {
+                [key: string]: unknown;
+            };
+            /**
+             * Evaluation
+             * @description on the export's validation split, once completed
+             */
+            evaluation: {
+                [key: string]: unknown;
+            } | null;
             /** Status */
             status: string;
             /**
@@ -1057,6 +1277,22 @@ export interface components {
             };
             /** Suffix */
             suffix: string | null;
+            /** Model Name */
+            model_name: string | null;
+            /**
+             * Export Ref
+             * @description the export trained on, as DatasetExported described it
+             */
+            export_ref: {
+                [key: string]: unknown;
+            };
+            /**
+             * Evaluation
+             * @description on the export's validation split, once completed
+             */
+            evaluation: {
+                [key: string]: unknown;
+            } | null;
             /** Status */
             status: string;
             /**
@@ -1108,6 +1344,32 @@ export interface components {
             /** Items */
             items: components["schemas"]["JobOut"][];
         };
+        /** LineageOut */
+        LineageOut: {
+            /** Model Version */
+            model_version: {
+                [key: string]: unknown;
+            };
+            /** Job */
+            job: {
+                [key: string]: unknown;
+            } | null;
+            /** Dataset */
+            dataset: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Pairs
+             * @description the exported examples (preference pairs) with their feedback ids
+             */
+            pairs: {
+                [key: string]: unknown;
+            }[];
+            /** Feedback Ids */
+            feedback_ids: string[];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
         /**
          * Me
          * @description Who a key is: every call it makes is scoped to `organization` and limited by `role`.
@@ -1133,6 +1395,130 @@ export interface components {
             metrics: {
                 [key: string]: number;
             };
+        };
+        /** ModelCreate */
+        ModelCreate: {
+            /** Name */
+            name: string;
+            /**
+             * Version
+             * @description semver; default: by the rules
+             */
+            version?: string | null;
+            /**
+             * Model Id
+             * @description the provider's model id
+             */
+            model_id: string;
+            /** Base Model */
+            base_model: string;
+            /**
+             * Serving
+             * @description how to call the version: {"kind": "openai", "model": "ft:gpt-4o-mini:..."} | {"kind": "openai_compatible", "base_url": "http(s)://...", "model": "...", "api_key_env": "ENV_VAR_NAME"} | {"kind": "bedrock", "model_arn": "arn:aws:bedrock:..."} | {"kind": "local", "base_model": "...", "adapter_url": "file://... or s3://..."}
+             */
+            serving: {
+                [key: string]: unknown;
+            };
+            /** Performance Metrics */
+            performance_metrics?: {
+                [key: string]: unknown;
+            };
+            /** Deployment Config */
+            deployment_config?: {
+                [key: string]: unknown;
+            };
+            /** Description */
+            description?: string | null;
+        };
+        /** ModelOut */
+        ModelOut: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Organization */
+            organization: string;
+            /** Name */
+            name: string;
+            /** Version */
+            version: string;
+            /** Model Id */
+            model_id: string;
+            /** Base Model */
+            base_model: string;
+            /** Fine Tuning Job Id */
+            fine_tuning_job_id: string | null;
+            /** Status */
+            status: string;
+            /** Performance Metrics */
+            performance_metrics: {
+                [key: string]: unknown;
+            };
+            /** Deployment Config */
+            deployment_config: {
+                [key: string]: unknown;
+            };
+            /** Serving */
+            serving: {
+                [key: string]: unknown;
+            };
+            /** Description */
+            description: string | null;
+            /** Registered By */
+            registered_by: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+            /** Deployed At */
+            deployed_at: string | null;
+        };
+        /** ModelPage */
+        ModelPage: {
+            /** Items */
+            items: components["schemas"]["ModelOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /** ModelUpdate */
+        ModelUpdate: {
+            /**
+             * Version
+             * @description a patch bump: same major.minor, higher patch
+             */
+            version?: string | null;
+            /**
+             * Bump
+             * @description the next free patch number
+             */
+            bump?: "patch" | null;
+            /**
+             * Serving
+             * @description how to call the version: {"kind": "openai", "model": "ft:gpt-4o-mini:..."} | {"kind": "openai_compatible", "base_url": "http(s)://...", "model": "...", "api_key_env": "ENV_VAR_NAME"} | {"kind": "bedrock", "model_arn": "arn:aws:bedrock:..."} | {"kind": "local", "base_model": "...", "adapter_url": "file://... or s3://..."}
+             */
+            serving?: {
+                [key: string]: unknown;
+            } | null;
+            /** Deployment Config */
+            deployment_config?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Performance Metrics
+             * @description merged into the stored metrics
+             */
+            performance_metrics?: {
+                [key: string]: unknown;
+            } | null;
+            /** Description */
+            description?: string | null;
         };
         /** PairCreate */
         PairCreate: {
@@ -1227,6 +1613,49 @@ export interface components {
             annotator_email?: string | null;
             /** Annotation Notes */
             annotation_notes?: string | null;
+        };
+        /** PolicyBody */
+        PolicyBody: {
+            /**
+             * Require Evaluation
+             * @default true
+             */
+            require_evaluation?: boolean;
+            /** Min Preference Accuracy */
+            min_preference_accuracy?: number | null;
+            /** Min Reward Margin */
+            min_reward_margin?: number | null;
+            /** Max Eval Loss */
+            max_eval_loss?: number | null;
+            /** Min Token Accuracy */
+            min_token_accuracy?: number | null;
+            /** Max Leak Findings */
+            max_leak_findings?: number | null;
+        };
+        /** PolicyOut */
+        PolicyOut: {
+            /**
+             * Require Evaluation
+             * @default true
+             */
+            require_evaluation?: boolean;
+            /** Min Preference Accuracy */
+            min_preference_accuracy?: number | null;
+            /** Min Reward Margin */
+            min_reward_margin?: number | null;
+            /** Max Eval Loss */
+            max_eval_loss?: number | null;
+            /** Min Token Accuracy */
+            min_token_accuracy?: number | null;
+            /** Max Leak Findings */
+            max_leak_findings?: number | null;
+            /** Organization */
+            organization: string;
+        };
+        /** ReasonBody */
+        ReasonBody: {
+            /** Reason */
+            reason?: string | null;
         };
         /** ValidateRequest */
         ValidateRequest: {
@@ -1780,6 +2209,365 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["JobEventOut"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_models_api_models_get: {
+        parameters: {
+            query?: {
+                name?: string | null;
+                status?: string | null;
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelPage"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    register_api_models_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ModelCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_policy_api_models_policy_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyOut"];
+                };
+            };
+        };
+    };
+    put_policy_api_models_policy_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PolicyBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_model_api_models__model_version_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_version_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    update_model_api_models__model_version_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_version_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ModelUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    archive_api_models__model_version_id__archive_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_version_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReasonBody"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    deploy_api_models__model_version_id__deploy_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_version_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["DeployBody"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    history_api_models__model_version_id__history_get: {
+        parameters: {
+            query?: {
+                scope?: string;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                model_version_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HistoryOut"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    lineage_api_models__model_version_id__lineage_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                model_version_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LineageOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    rollback_api_models__model_version_id__rollback_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_version_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReasonBody"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelOut"];
                 };
             };
             /** @description Validation Error */
