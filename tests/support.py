@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from shared.db import Database
 from shared.events import Envelope, Event
@@ -45,6 +45,46 @@ class KafkaProbe:
         message = encode(event, organization=organization, producer="tests", event_id=event_id)
         await self.send_raw(event.topic(), message.envelope.encode(), key=(key or message.key).encode())
         return Envelope.model_validate_json(message.envelope)
+
+    async def read_all(
+        self, topics: list[str], *, match: Callable[[ConsumerRecord], bool] = lambda r: True, timeout: float = 60.0
+    ) -> list[ConsumerRecord]:
+        """Every record matching `match` that `topics` hold now: read up to each partition's high-water
+        mark. What can no longer grow (its producer is gone, its outbox drained) is read whole this way,
+        without waiting to see whether more comes. The mark is taken from fetch responses: the
+        embedded broker's ListOffsets answers base offset + 1 after a batched produce."""
+        producer = await self.producer()
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(await producer.partitions_for(t))]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            found: list[ConsumerRecord] = []
+            deadline = time.monotonic() + timeout
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                for records in batch.values():
+                    found.extend(records)
+                behind = [tp for tp in partitions
+                          if consumer.highwater(tp) is None or await consumer.position(tp) < consumer.highwater(tp)]
+                if not behind:
+                    return [r for r in found if match(r)]
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not read {behind} to their high-water marks in {timeout}s")
+        finally:
+            await consumer.stop()
+
+    async def send_marker_to_each_partition(self, event: Event, organization: str) -> list[Envelope]:
+        """One copy of `event` (each its own id) on every partition of its topic: once a consumer has
+        applied them all, it has consumed everything sent to the topic before them."""
+        producer = await self.producer()
+        envelopes = []
+        for partition in sorted(await producer.partitions_for(event.topic())):
+            message = encode(event, organization=organization, producer="tests")
+            await producer.send_and_wait(event.topic(), message.envelope.encode(), partition=partition)
+            envelopes.append(Envelope.model_validate_json(message.envelope))
+        return envelopes
 
     async def close(self) -> None:
         if self._producer:

@@ -9,9 +9,9 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 
 import httpx
-import orjson
 import pytest
 import pytest_asyncio
 from faststream.kafka import KafkaBroker
@@ -26,6 +26,7 @@ from shared.db import Database
 from shared.events import FeedbackReceived, FeedbackSubmitted
 from shared.infra import ensure_topics
 from shared.migrations import create_backbone_tables
+from shared.outbox import encode
 from shared.service import build_app
 from shared.settings import Settings
 from tests.support import KafkaProbe, envelope_of, eventually, isolated_infrastructure
@@ -86,7 +87,7 @@ async def test_relay_killed_after_publish_before_marking_sent(isolated):
     crashed = start_role(isolated, "relay", RLHF_FAILPOINTS="outbox.after_publish", RLHF_OUTBOX_BATCH_SIZE="50")
     assert await wait_exit(crashed) == -9
     assert await scalar(db, unsent) == 200  # nothing was marked: the crash lost the marks, not the events
-    first = await kafka.collect([FeedbackReceived.topic()], lambda rs: len(rs) >= 50, settle=1.0)
+    first = await kafka.read_all([FeedbackReceived.topic()])  # the relay is dead: the topic is final
     assert len(first) == 50  # ...and those 50 did reach Kafka
 
     relay = start_role(isolated, "relay", RLHF_OUTBOX_BATCH_SIZE="50")
@@ -94,7 +95,7 @@ async def test_relay_killed_after_publish_before_marking_sent(isolated):
         await eventually(lambda: _is_zero(db, unsent))
     finally:
         await stop(relay)
-    records = await kafka.collect([FeedbackReceived.topic()], lambda rs: len(rs) >= 250, settle=1.0)
+    records = await kafka.read_all([FeedbackReceived.topic()])  # the outbox is drained: the topic is final
     ids = [envelope_of(r)["event_id"] for r in records]
     assert len(ids) == 250 and len(set(ids)) == 200  # every event at least once; the first 50 twice
 
@@ -108,11 +109,10 @@ async def test_consumer_killed_mid_stream_stores_every_event_exactly_once(isolat
     org = "crash-consumer"
     producer = await kafka.producer()
     sends = []
-    for i in range(10_000):
-        env = FeedbackSubmitted(query=f"q{i}", response="r", feedback_type="thumbs_down").envelope(
-            organization=org, producer="tests"
-        )
-        sends.append(await producer.send(FeedbackSubmitted.topic(), orjson.dumps(env.model_dump(mode="json"))))
+    for i in range(10_000):  # unkeyed: spread over every partition
+        message = encode(FeedbackSubmitted(query=f"q{i}", response="r", feedback_type="thumbs_down"),
+                         organization=org, producer="tests")
+        sends.append(await producer.send(FeedbackSubmitted.topic(), message.envelope.encode()))
     await asyncio.gather(*sends)
 
     # Dies on its 20th batch of 100, after the database commit and before the offset commit.
@@ -130,13 +130,18 @@ async def test_consumer_killed_mid_stream_stores_every_event_exactly_once(isolat
     )
     try:
         await eventually(lambda: _at_least(db, rows, 10_000), timeout=180)
-        await asyncio.sleep(2.0)  # room for any duplicate to land, if the inbox failed
+        # Once a marker on every partition is stored, every earlier message (and copy) was consumed.
+        markers = await kafka.send_marker_to_each_partition(
+            FeedbackSubmitted(query="marker", response="r", feedback_type="thumbs_up"), "crash-markers")
+        stored_markers = select(func.count()).where(Feedback.organization == "crash-markers")
+        await eventually(lambda: _at_least(db, stored_markers, len(markers)), timeout=120)
     finally:
         await stop(consumer)
     assert await scalar(db, rows) == 10_000
     distinct = select(func.count(func.distinct(Feedback.query))).where(Feedback.organization == org)
     assert await scalar(db, distinct) == 10_000
-    assert await scalar(db, select(func.count()).select_from(outbox)) == 10_000  # one FeedbackReceived each
+    announced = select(func.count()).select_from(outbox).where(outbox.c.organization == org)
+    assert await scalar(db, announced) == 10_000  # one FeedbackReceived each
 
 
 async def _is_zero(db, stmt) -> bool:
@@ -176,11 +181,15 @@ async def _run_downstream_consumer(env, *, expected: int) -> tuple[int, int]:
                        handler=record_effect, session_timeout_ms=6000, heartbeat_interval_ms=1000)
     await broker.start()
     try:
-        count = select(func.count()).select_from(effects)
-        await eventually(lambda: _at_least(db, count, expected))
-        await asyncio.sleep(2.0)  # the duplicates are all in the topic; give them time to (not) apply
-        total = await scalar(db, count)
-        distinct = await scalar(db, select(func.count(func.distinct(effects.c.event_id))))
+        # The duplicates are all in the topic already: once a marker behind them on every partition
+        # has its effect, so has every copy that was going to.
+        marker = FeedbackReceived(query="marker", response="r", feedback_type="thumbs_up", feedback_id=uuid.uuid4(),
+                                  created_at=datetime.now(UTC), source="bus")
+        markers = await env["kafka"].send_marker_to_each_partition(marker, "crash-markers")
+        is_marker = effects.c.feedback_id == str(marker.feedback_id)
+        await eventually(lambda: _at_least(db, select(func.count()).where(is_marker), len(markers)), timeout=120)
+        total = await scalar(db, select(func.count()).select_from(effects).where(~is_marker))
+        distinct = await scalar(db, select(func.count(func.distinct(effects.c.event_id))).where(~is_marker))
     finally:
         await broker.stop()
         await db.dispose()

@@ -85,17 +85,27 @@ async def stored_steps(db: Database, job_id: uuid.UUID) -> list[int]:
         return list((await session.execute(stmt)).scalars())
 
 
+async def outbox_drained(db: Database, organization: str) -> bool:
+    async with db.read() as session:
+        stmt = select(func.count()).select_from(outbox).where(
+            outbox.c.organization == organization, outbox.c.published_at.is_(None))
+        return (await session.execute(stmt)).scalar_one() == 0
+
+
 async def job_in(db: Database, organization: str, statuses: set[str]) -> FineTuningJob | None:
     job = await the_job(db, organization)
     return job if job is not None and job.status in statuses else None
 
 
-async def job_events(kafka: KafkaProbe, organization: str) -> dict[str, list[dict]]:
+async def job_events(kafka: KafkaProbe, db: Database, organization: str) -> dict[str, list[dict]]:
     """The job events of one organization by topic, each event once: the relay delivers at least
     once (the same event id again after a crash, which consumers drop), so duplicates of the
-    product's making are events with different ids."""
-    records = await kafka.collect(JOB_TOPICS, lambda rs: any(r.topic == JobCompleted.topic() for r in rs),
-                                  match=of_org(organization), timeout=180, settle=2.0)
+    product's making are events with different ids. Read once the job is over and the outbox
+    drained: nothing more can come, so every event the product made is there."""
+    await kafka.collect(JOB_TOPICS, lambda rs: any(r.topic == JobCompleted.topic() for r in rs),
+                        match=of_org(organization), timeout=180)
+    await eventually(lambda: outbox_drained(db, organization))
+    records = await kafka.read_all(JOB_TOPICS, match=of_org(organization))
     by_topic: dict[str, dict[str, dict]] = {t: {} for t in JOB_TOPICS}
     for record in records:
         envelope = envelope_of(record)
@@ -136,7 +146,7 @@ async def test_service_killed_mid_job_finishes_it_after_restart_without_duplicat
         assert remote.step > max(await stored_steps(db, job.id))  # the provider moved on; we lost what we saw
 
     start_training(isolated)
-    events = await job_events(kafka, org)
+    events = await job_events(kafka, db, org)
 
     assert_each_event_once(events, job.id, remote.total_steps)
     done = await the_job(db, org)
@@ -159,7 +169,7 @@ async def test_crash_after_openai_accepted_the_job_adopts_it_on_restart(isolated
     assert len(created) == 1  # ...but OpenAI has the job
 
     start_training(isolated)
-    events = await job_events(kafka, org)
+    events = await job_events(kafka, db, org)
 
     assert_each_event_once(events, job.id, created[0].total_steps)
     done = await the_job(db, org)
