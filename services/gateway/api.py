@@ -31,7 +31,13 @@ def upstream_for(routes: dict[str, str], path: str) -> str | None:
 
 
 def install(app: FastAPI, routes: dict[str, str]) -> None:
-    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    """Proxies every path under the routes' top segments (/api, and /v1 for the OpenAI-compatible router)."""
+    for top in sorted({"/" + prefix.strip("/").split("/")[0] for prefix in routes} | {"/api"}):
+        app.add_api_route(top + "/{rest:path}", _proxy(routes), methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                          include_in_schema=False)
+
+
+def _proxy(routes: dict[str, str]):
     async def proxy(request: Request, rest: str):
         base = upstream_for(routes, request.url.path)
         if base is None:
@@ -56,3 +62,5 @@ def install(app: FastAPI, routes: dict[str, str]) -> None:
             headers={k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP},
             background=BackgroundTask(response.aclose),
         )
+
+    return proxy
