@@ -10,8 +10,6 @@ from services.curation import formats
 from shared import errors
 from shared.errors import Conflict, Invalid
 
-DATASET_TYPES = ("preference_pairs", "instruction_tuning", "dpo")
-STATUSES = ("draft", "curating", "ready", "exported", "archived")
 STRATEGIES = ("correction", "thumbs", "rating")
 RATING_SPAN = 4.0  # ratings run 1–5: a gap of 4 is the strongest preference
 

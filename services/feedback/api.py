@@ -22,6 +22,7 @@ from services.feedback.schemas import (
 from shared.events import FeedbackType, ReviewStatus
 from shared.http import DB, CorrelationId, Curator, Viewer
 from shared.paging import created_cursor, decode_cursor, page_of
+from shared.tags import normalize_tag
 
 router = APIRouter(prefix="/api/feedback", tags=["feedback"])
 
@@ -40,7 +41,7 @@ def filters(
     return repository.FeedbackFilter(
         status=status,
         feedback_type=feedback_type,
-        tag=tag.strip().lower() if tag else None,
+        tag=normalize_tag(tag) if tag else None,
         session_id=session_id,
         created_from=created_from,
         created_to=created_to,
