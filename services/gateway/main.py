@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 import uvicorn
 
-from services.gateway import api, ui
+from services.gateway import api, docs, health, security, ui
 from shared.http import create_app
 from shared.observability import configure_logging
 from shared.service import load_specs
@@ -30,6 +30,9 @@ def build_app(settings: Settings):
     # Bodies are streamed through; each service enforces its own size limits.
     app = create_app(service="gateway", max_body_bytes=64 * 1024 * 1024, lifespan=lifespan)
     api.install(app, routes)
+    security.install(app)
+    docs.install(app, load_specs().values())
+    health.install(app, load_specs().values())
     ui.install(app)  # last: its catch-all serves the UI at / and every path the API does not
     return app
 

@@ -1,7 +1,11 @@
-"""What the gateway adds to every answer for the browser's sake: a Content-Security-Policy that
-allows only the UI's own files (no inline script, no framing), nosniff, and no referrer."""
+"""What guards the gateway's door: headers on every answer for the browser's sake (a
+Content-Security-Policy that allows only the UI's own files — no inline script, no framing —,
+nosniff, no referrer) and the per-key rate limit (ratelimit.py)."""
 
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway.ratelimit import RateLimitMiddleware
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -43,3 +47,9 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def install(app: FastAPI) -> None:
+    # The headers' middleware, added last, wraps everything: a 429 carries them too.
+    app.add_middleware(RateLimitMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)

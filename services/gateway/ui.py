@@ -7,8 +7,6 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 
-from services.gateway.security import SecurityHeadersMiddleware
-
 STATIC = Path(__file__).parent / "static"
 # Vite names built assets by content hash: they never change, so browsers may keep them.
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -16,7 +14,6 @@ NOT_BUILT = "The Curate UI is not built. Run `make ui` (or `make up`), which bui
 
 
 def install(app: FastAPI, static: Path = STATIC) -> None:
-    app.add_middleware(SecurityHeadersMiddleware)
     root = static.resolve()
 
     @app.get("/{path:path}", include_in_schema=False)

@@ -201,3 +201,11 @@ async def test_curate_a_dataset_edit_a_pair_export_and_watch_a_local_job(page, g
     await page.get_by_role("button", name="Cancel job").click()
     await page.get_by_text("Job cancelled").wait_for()
     await page.locator(".job-detail").get_by_text("cancelled").first.wait_for()
+
+
+async def test_the_api_reference_renders_every_service(page):
+    await page.goto("/docs")
+    await page.get_by_text("Betabase RLHF API").first.wait_for()
+    for tag in ("feedback", "training datasets", "preference pairs", "fine-tuning"):
+        await page.locator(".opblock-tag", has_text=tag).first.wait_for()
+    await screenshot(page, "9-api-reference")

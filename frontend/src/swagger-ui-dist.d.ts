@@ -1,0 +1,3 @@
+declare module "swagger-ui-dist" {
+  export const SwaggerUIBundle: (options: Record<string, unknown>) => unknown;
+}
