@@ -198,3 +198,26 @@ def progress_percent(step: int | None, total: int | None) -> float | None:
     if not step or not total:
         return None
     return round(min(100.0, 100.0 * step / total), 1)
+
+
+# What a provider measures on the validation file, under the names the registry's deploy policy
+# reads: OpenAI's metrics events carry valid_loss / valid_mean_token_accuracy every few steps and
+# full_valid_* at the end; Bedrock writes validation_loss (read by its provider at completion).
+PROVIDER_EVALUATION_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
+    "openai": {"validation_loss": ("full_valid_loss", "valid_loss"),
+               "token_accuracy": ("full_valid_mean_token_accuracy", "valid_mean_token_accuracy")},
+    "bedrock": {"validation_loss": ("validation_loss",)},
+}
+
+
+def provider_evaluation(provider: str, metrics: dict[str, float], has_validation: bool) -> dict[str, Any] | None:
+    """A remote job's evaluation from its metrics; None when it had no validation split to measure."""
+    keys = PROVIDER_EVALUATION_KEYS.get(provider)
+    if keys is None or not has_validation:
+        return None
+    evaluation: dict[str, Any] = {"kind": provider}
+    for ours, theirs in keys.items():
+        value = next((metrics[k] for k in theirs if isinstance(metrics.get(k), int | float)), None)
+        if value is not None:
+            evaluation[ours] = float(value)
+    return evaluation

@@ -18,7 +18,7 @@ from services.training.providers.base import JobSpec, ProviderError, Snapshot, S
 from services.training.settings import TrainingSettings
 from shared.consumer import Delivery
 from shared.db import UnitOfWork
-from shared.events import DatasetExported, JobCompleted, JobFailed, JobProgressed, JobStarted
+from shared.events import DatasetExported, ExportRef, JobCompleted, JobFailed, JobProgressed, JobStarted
 from shared.objectstore import ObjectNotFound, object_store_from_url
 from shared.observability import get_logger
 from shared.settings import get_settings
@@ -36,6 +36,7 @@ class LaunchRequest:
     method: str
     hyperparameters: dict[str, Any]
     suffix: str | None = None
+    model_name: str | None = None  # what the registry registers the model as (default: the dataset's name)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ async def launch_job(
         training_url=plan.dataset.url, validation_url=plan.dataset.validation_url,
         provider=request.provider, base_model=request.base_model, method=request.method,
         hyperparameters=plan.hyperparameters, suffix=request.suffix, status=domain.PENDING,
+        model_name=request.model_name or plan.dataset.name, export_ref=_export_ref(plan.dataset),
         provider_cursor={}, training_metrics={}, estimated_tokens=plan.estimate.tokens_per_epoch,
         epochs=plan.estimate.epochs, cost_estimate=Decimal(str(plan.estimate.cost)),
         auto_launched=actor == AUTO_TRAIN_ACTOR, created_by=actor, created_at=now, updated_at=now,
@@ -125,7 +127,7 @@ async def record_exported_datasets(uow: UnitOfWork, deliveries: Sequence[Deliver
             organization=organization, dataset_id=event.dataset_id, export_version=event.export_version,
             name=event.name, dataset_type=event.dataset_type, format=event.format, url=event.url,
             sha256=event.sha256, validation_url=event.validation_url, counts=event.counts,
-            auto_train=event.auto_train,
+            auto_train=event.auto_train, validation_sha256=event.validation_sha256, manifest_url=event.manifest_url,
         ))
         if event.auto_train:
             await _auto_launch(uow, organization, event, settings, delivery.envelope.correlation_id)
@@ -139,7 +141,7 @@ async def _auto_launch(uow: UnitOfWork, organization: str, event: DatasetExporte
             dataset_id=event.dataset_id, export_version=event.export_version,
             provider=str(policy.get("provider", "")), base_model=str(policy.get("base_model", "")),
             method=str(policy.get("method", "sft")), hyperparameters=dict(policy.get("hyperparameters") or {}),
-            suffix=policy.get("suffix"),
+            suffix=policy.get("suffix"), model_name=policy.get("model_name"),
         )
         await launch_job(uow, organization, request, settings, actor=AUTO_TRAIN_ACTOR, correlation_id=correlation_id)
     except (domain.InvalidLaunch, domain.BudgetExceeded, domain.MissingCredentials) as exc:
@@ -200,7 +202,7 @@ async def record_submission(uow: UnitOfWork, job_id: uuid.UUID, submission: Subm
     repository.add_event(uow.session, job.id, "status", f"sent to {job.provider} as {submission.provider_job_id}",
                          status=job.status, provider_status=submission.provider_status)
     uow.emit(JobStarted(**_job_fields(job), method=job.method, provider_job_id=job.job_id,
-                        cost_estimate=float(job.cost_estimate)),
+                        cost_estimate=float(job.cost_estimate), export=_export_event_ref(job)),
              organization=job.organization, correlation_id=str(job.id))
     return True
 
@@ -269,6 +271,11 @@ def _update_summary(job: FineTuningJob, fresh: list, snapshot: Snapshot) -> None
         last = max(fresh, key=lambda p: p.step)
         summary["step"] = last.step
         summary["latest"] = {k: float(v) for k, v in last.values.items()}
+        # Providers report validation metrics every few steps only: the last value of each key.
+        seen = dict(summary.get("last_seen", {}))
+        for point in sorted(fresh, key=lambda p: p.step):
+            seen.update({k: float(v) for k, v in point.values.items()})
+        summary["last_seen"] = seen
         if last.epoch is not None:
             summary["epoch"] = last.epoch
     if snapshot.epoch is not None:
@@ -289,10 +296,15 @@ def _complete(uow: UnitOfWork, job: FineTuningJob, snapshot: Snapshot, settings:
     job.resulting_model_id = snapshot.resulting_model_id or job.job_id
     final = {**job.training_metrics.get("latest", {}), **snapshot.final_metrics}
     job.training_metrics = {**job.training_metrics, "final": final, "progress": 100.0}
+    # Local runs evaluate themselves; a provider's evaluation is what it measured on the validation file.
+    job.evaluation = snapshot.evaluation or domain.provider_evaluation(
+        job.provider, {**job.training_metrics.get("last_seen", {}), **final}, job.validation_url is not None)
     repository.add_event(uow.session, job.id, "status", f"completed: {job.resulting_model_id}", status=job.status,
-                         actual_cost=float(job.actual_cost))
+                         actual_cost=float(job.actual_cost), evaluation=job.evaluation)
     uow.emit(JobCompleted(**_job_fields(job), resulting_model_id=job.resulting_model_id, final_metrics=final,
-                          actual_cost=float(job.actual_cost), completed_at=now),
+                          actual_cost=float(job.actual_cost), completed_at=now, method=job.method,
+                          hyperparameters=dict(job.hyperparameters), cost_estimate=float(job.cost_estimate),
+                          provider_job_id=job.job_id, export=_export_event_ref(job), evaluation=job.evaluation),
              organization=job.organization, correlation_id=str(job.id))
 
 
@@ -315,7 +327,21 @@ def _price(provider: str, base_model: str, settings: TrainingSettings) -> float:
 
 
 def _job_fields(job: FineTuningJob) -> dict[str, Any]:
-    return dict(job_id=job.id, dataset_id=job.dataset_id, provider=job.provider, base_model=job.base_model)
+    return dict(job_id=job.id, dataset_id=job.dataset_id, provider=job.provider, base_model=job.base_model,
+                export_version=job.export_version, model_name=job.model_name)
+
+
+def _export_ref(dataset: DatasetVersion) -> dict[str, Any]:
+    """The export a job trains on, as DatasetExported described it (kept on the job for its events)."""
+    return ExportRef(
+        dataset_id=dataset.dataset_id, name=dataset.name, export_version=dataset.export_version,
+        format=dataset.format, sha256=dataset.sha256, counts=dict(dataset.counts or {}), url=dataset.url,
+        validation_url=dataset.validation_url, manifest_url=dataset.manifest_url,
+    ).model_dump(mode="json")
+
+
+def _export_event_ref(job: FineTuningJob) -> ExportRef | None:
+    return ExportRef.model_validate(job.export_ref) if job.export_ref else None
 
 
 def _settings() -> TrainingSettings:

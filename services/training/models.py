@@ -34,6 +34,8 @@ class DatasetVersion(Base):
     url: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(Text)
     validation_url: Mapped[str | None] = mapped_column(Text)
+    validation_sha256: Mapped[str | None] = mapped_column(Text)
+    manifest_url: Mapped[str | None] = mapped_column(Text)
     counts: Mapped[dict[str, int]] = mapped_column(JSONB)
     auto_train: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -54,6 +56,9 @@ class FineTuningJob(Base):
     method: Mapped[str] = mapped_column(Text)
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSONB)
     suffix: Mapped[str | None] = mapped_column(Text)
+    model_name: Mapped[str | None] = mapped_column(Text)  # what the registry registers its model as
+    export_ref: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")  # shared.events.ExportRef
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # on the export's validation split
     status: Mapped[str] = mapped_column(Text, server_default="pending")
     job_id: Mapped[str | None] = mapped_column(Text)  # the provider's id (the spec's name)
     provider_status: Mapped[str | None] = mapped_column(Text)

@@ -20,6 +20,8 @@ class JobCreate(BaseModel):
     method: Method = "sft"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     suffix: str | None = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
+    model_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^\S(.*\S)?$",
+                                   description="the name the registry registers the model as; default: the dataset's")
 
 
 class Estimate(BaseModel):
@@ -57,6 +59,9 @@ class JobOut(BaseModel):
     method: str
     hyperparameters: dict[str, Any]
     suffix: str | None
+    model_name: str | None
+    export_ref: dict[str, Any] = Field(description="the export trained on, as DatasetExported described it")
+    evaluation: dict[str, Any] | None = Field(description="on the export's validation split, once completed")
     status: str
     job_id: str | None = Field(description="the provider's id for the job")
     provider_status: str | None

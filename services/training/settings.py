@@ -44,6 +44,11 @@ class TrainingSettings(BaseSettings):
     # Local training: where worker processes keep their job directories.
     rlhf_training_workdir: Path | None = None
     rlhf_training_max_local_workers: int = 1
+    # The leak check of local runs: answers generated for this many training and validation
+    # prompts; a verbatim span of a training answer this long (characters) is a finding.
+    rlhf_training_leak_sample: int = 16
+    rlhf_training_leak_min_chars: int = 50
+    rlhf_training_leak_max_new_tokens: int = 96
 
     # The monitor loop.
     rlhf_training_poll_interval: float = 5.0

@@ -287,9 +287,15 @@ class OpenAIFake:
                 return
             job.step += 1
             loss = round(2.0 * 0.85 ** job.step, 4)
-            self._event(job, "info", f"Step {job.step}/{job.total_steps}: training loss={loss}", "metrics",
-                        {"step": job.step, "train_loss": loss, "total_steps": job.total_steps,
-                         "train_mean_token_accuracy": round(min(1.0, 0.4 + 0.05 * job.step), 4)})
+            metrics = {"step": job.step, "train_loss": loss, "total_steps": job.total_steps,
+                       "train_mean_token_accuracy": round(min(1.0, 0.4 + 0.05 * job.step), 4)}
+            if job.validation_file:  # as OpenAI does: validation metrics on the steps, full ones at the end
+                metrics.update(valid_loss=round(loss + 0.1, 4),
+                               valid_mean_token_accuracy=round(min(1.0, 0.35 + 0.05 * job.step), 4))
+                if job.step >= job.total_steps:
+                    metrics.update(full_valid_loss=round(loss + 0.05, 4),
+                                   full_valid_mean_token_accuracy=round(min(1.0, 0.38 + 0.05 * job.step), 4))
+            self._event(job, "info", f"Step {job.step}/{job.total_steps}: training loss={loss}", "metrics", metrics)
             if job.step % STEPS_PER_EPOCH == 0:
                 self._checkpoint(job, loss)
             if job.step >= job.total_steps:

@@ -116,8 +116,10 @@ ROWS = {"openai_sft": sft_rows, "openai_dpo": openai_dpo_rows, "bedrock_claude":
 
 
 def export_dataset(organization: str, export_format: str, *, rows: list[dict] | None = None,
-                   auto_train: dict | None = None, dataset_id: uuid.UUID | None = None) -> DatasetExported:
-    """Writes an export to the object store as curation does; returns the event announcing it."""
+                   auto_train: dict | None = None, dataset_id: uuid.UUID | None = None,
+                   validation: list[dict] | None = None, name: str = "Support answers") -> DatasetExported:
+    """Writes an export to the object store as curation does (train, validation when given,
+    manifest, sources.jsonl); returns the event announcing it."""
     dataset_id = dataset_id or uuid.uuid4()
     rows = rows if rows is not None else ROWS.get(export_format, sft_rows)()
     body = "".join(json.dumps(r) + "\n" for r in rows).encode()
@@ -125,13 +127,26 @@ def export_dataset(organization: str, export_format: str, *, rows: list[dict] | 
     key = f"exports/{organization}/{dataset_id}/v1"
     with store.writer(f"{key}/train.jsonl") as out:
         out.write(body)
+    validation_url = validation_sha256 = None
+    if validation:
+        validation_body = "".join(json.dumps(r) + "\n" for r in validation).encode()
+        with store.writer(f"{key}/validation.jsonl") as out:
+            out.write(validation_body)
+        validation_url = store.url(f"{key}/validation.jsonl")
+        validation_sha256 = hashlib.sha256(validation_body).hexdigest()
     with store.writer(f"{key}/manifest.json") as out:
         out.write(json.dumps({"format": export_format, "count": len(rows)}).encode())
+    sources = [{"split": split, "id": str(uuid.uuid4()), "feedback_ids": [str(uuid.uuid4())]}
+               for split, n in (("train", len(rows)), ("validation", len(validation or []))) for _ in range(n)]
+    with store.writer(f"{key}/sources.jsonl") as out:
+        out.write("".join(json.dumps(e) + "\n" for e in sources).encode())
     return DatasetExported(
-        dataset_id=dataset_id, name="Support answers", dataset_type="dpo" if "dpo" in export_format else "instruction",
+        dataset_id=dataset_id, name=name, dataset_type="dpo" if "dpo" in export_format else "instruction",
         export_version=1, format=export_format, url=store.url(f"{key}/train.jsonl"),
         sha256=hashlib.sha256(body).hexdigest(), manifest_url=store.url(f"{key}/manifest.json"),
-        counts={"train": len(rows), "validation": 0, "total": len(rows)}, auto_train=auto_train,
+        validation_url=validation_url, validation_sha256=validation_sha256,
+        counts={"train": len(rows), "validation": len(validation or []), "total": len(rows) + len(validation or [])},
+        auto_train=auto_train,
     )
 
 

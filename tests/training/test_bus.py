@@ -204,17 +204,24 @@ def bedrock_job(name: str):
     return bedrock_backends[ACCOUNT][REGION].model_customization_jobs[name]
 
 
-def finish_like_bedrock(job, losses: list[float]) -> None:
+def finish_like_bedrock(job, losses: list[float], validation_losses: list[float] = ()) -> None:
     """What Bedrock does when a job ends well, which moto does not: the step-wise metrics file in
-    the output folder (documented layout and columns), then status Completed."""
+    the output folder (documented layout and columns), the validation metrics when the job had a
+    validation file, then status Completed."""
     bucket, _, prefix = job.output_data_config["s3Uri"].removeprefix("s3://").partition("/")
     job_id = job.job_arn.rsplit("/", 1)[-1]
-    key = f"{prefix.rstrip('/')}/model-customization-job-{job_id}/training_artifacts/step_wise_training_metrics.csv"
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["step_number", "epoch_number", "training_loss", "perplexity"])
-    for step, loss in enumerate(losses):
-        writer.writerow([step, step * 2 // len(losses), loss, round(2.718 ** loss, 3)])
-    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=out.getvalue().encode())
+    folder = f"{prefix.rstrip('/')}/model-customization-job-{job_id}"
+    files = {f"{folder}/training_artifacts/step_wise_training_metrics.csv": ("training_loss", losses),
+             f"{folder}/validation_artifacts/post_fine_tuning_validation/validation/validation_metrics.csv":
+                 ("validation_loss", validation_losses)}
+    for key, (column, values) in files.items():
+        if not values:
+            continue
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["step_number", "epoch_number", column, "perplexity"])
+        for step, loss in enumerate(values):
+            writer.writerow([step, step * 2 // len(values), loss, round(2.718 ** loss, 3)])
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=out.getvalue().encode())
     job.status = "Completed"
 

@@ -62,6 +62,7 @@ class Snapshot:
     resulting_model_id: str | None = None
     error: str | None = None
     final_metrics: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None  # a local run's own evaluation (see worker.py)
 
 
 class Provider(Protocol):

@@ -3,7 +3,9 @@ customization job with the Claude 3 hyperparameters, poll it, stop it.
 
 Bedrock reports a job's loss curve as `step_wise_training_metrics.csv` (step_number,
 epoch_number, training_loss, perplexity) under the job's output folder in S3; the poller reads
-the rows it has not seen yet. boto3 retries throttling and 5xx itself (standard retry mode).
+the rows it has not seen yet. With a validation file, it also writes `validation_metrics.csv`
+(step_number, epoch_number, validation_loss, perplexity); its last validation loss is the job's
+evaluation. boto3 retries throttling and 5xx itself (standard retry mode).
 """
 
 import asyncio
@@ -122,7 +124,9 @@ class BedrockProvider:
     def _poll(self, provider_job_id: str, cursor: dict[str, Any], settings: TrainingSettings) -> Snapshot:
         with _translated():
             job = self._client("bedrock", settings).get_model_customization_job(jobIdentifier=provider_job_id)
-            rows = _metric_rows(self._client("s3", settings), job)
+            s3 = self._client("s3", settings)
+            rows = _metric_rows(s3, job)
+            validation = _csv_rows(s3, *validation_metrics_key(job)) if job["status"] == "Completed" else []
         status = job["status"]
         snapshot = Snapshot(provider_status=status, status=map_status(status), cursor=dict(cursor))
         last = cursor.get("last_step", -1)
@@ -143,6 +147,9 @@ class BedrockProvider:
             snapshot.cursor["epochs"] = epochs
         if status == "Completed":
             snapshot.resulting_model_id = job.get("outputModelArn")
+            losses = [r["validation_loss"] for r in validation if r.get("validation_loss") not in ("", None)]
+            if losses:
+                snapshot.final_metrics["validation_loss"] = float(losses[-1])
         if status == "Failed":
             snapshot.error = job.get("failureMessage") or "bedrock reported the job failed"
         return snapshot
@@ -161,18 +168,31 @@ def _upload(s3, bucket: str, key: str, url: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def metrics_key(job: dict[str, Any]) -> tuple[str, str]:
-    """Where Bedrock writes the job's step-wise training metrics: (bucket, key)."""
+def _output_folder(job: dict[str, Any]) -> tuple[str, str]:
     output = job["outputDataConfig"]["s3Uri"].removeprefix("s3://")
     bucket, _, prefix = output.partition("/")
     job_id = job["jobArn"].rsplit("/", 1)[-1]
     prefix = prefix.rstrip("/")
-    folder = f"{prefix}/model-customization-job-{job_id}" if prefix else f"model-customization-job-{job_id}"
+    return bucket, f"{prefix}/model-customization-job-{job_id}" if prefix else f"model-customization-job-{job_id}"
+
+
+def metrics_key(job: dict[str, Any]) -> tuple[str, str]:
+    """Where Bedrock writes the job's step-wise training metrics: (bucket, key)."""
+    bucket, folder = _output_folder(job)
     return bucket, f"{folder}/training_artifacts/step_wise_training_metrics.csv"
 
 
+def validation_metrics_key(job: dict[str, Any]) -> tuple[str, str]:
+    """Where Bedrock writes the job's validation metrics: (bucket, key)."""
+    bucket, folder = _output_folder(job)
+    return bucket, f"{folder}/validation_artifacts/post_fine_tuning_validation/validation/validation_metrics.csv"
+
+
 def _metric_rows(s3, job: dict[str, Any]) -> list[dict[str, str]]:
-    bucket, key = metrics_key(job)
+    return _csv_rows(s3, *metrics_key(job))
+
+
+def _csv_rows(s3, bucket: str, key: str) -> list[dict[str, str]]:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
     except ClientError as exc:

@@ -106,7 +106,7 @@ def _start_once(job_dir: Path, job: JobSpec, settings: TrainingSettings) -> None
             return  # a worker ran and ended: its event log has the outcome
         if _running_workers(settings) >= settings.rlhf_training_max_local_workers:
             raise ProviderError("all local training slots are busy", transient=True)
-        _prepare(job_dir, job)
+        _prepare(job_dir, job, settings)
         _spawn(job_dir, lock)
     finally:
         os.close(lock)  # the worker keeps its own copy of the lock
@@ -134,18 +134,26 @@ def _lock_held(job_dir: Path) -> bool:
     return False
 
 
-def _prepare(job_dir: Path, job: JobSpec) -> None:
+def _prepare(job_dir: Path, job: JobSpec, settings: TrainingSettings) -> None:
     store_url = get_settings().object_store_url()
-    with object_store_from_url(store_url).open(job.training_url) as src:
+    store = object_store_from_url(store_url)
+    with store.open(job.training_url) as src:
         (job_dir / "train.jsonl").write_bytes(src.read())
+    if job.validation_url:
+        with store.open(job.validation_url) as src:
+            (job_dir / "validation.jsonl").write_bytes(src.read())
     spec = {
         "job_id": job.job_id,
         "method": job.method,
         "base_model": job.base_model,
         "training_file": "train.jsonl",
+        "validation_file": "validation.jsonl" if job.validation_url else None,
         "hyperparameters": job.hyperparameters,
         "object_store_url": store_url,
         "adapter_key": f"adapters/{job.organization}/{job.job_id}",
+        "leak_check": {"sample": settings.rlhf_training_leak_sample,
+                       "min_chars": settings.rlhf_training_leak_min_chars,
+                       "max_new_tokens": settings.rlhf_training_leak_max_new_tokens},
     }
     (job_dir / worker.SPEC_FILE).write_text(json.dumps(spec))
 
@@ -221,6 +229,7 @@ def _apply(event: dict[str, Any], snapshot: Snapshot) -> None:
         snapshot.provider_status, snapshot.status = "completed", domain.COMPLETED
         snapshot.resulting_model_id = event["adapter_url"]
         snapshot.final_metrics = {k: float(v) for k, v in event.get("final_metrics", {}).items()}
+        snapshot.evaluation = event.get("evaluation")
     elif kind == "failed":
         snapshot.provider_status, snapshot.status = "failed", domain.FAILED
         snapshot.error = event.get("error") or "training failed"
