@@ -1,0 +1,325 @@
+"""The experiments service's rules, pure: assignment of units to variants, the metrics and how
+feedback and served answers become outcomes, the analysis of an experiment and its recommendation,
+the lifecycle. No I/O."""
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from services.experiments import stats
+from shared.errors import Conflict, DomainError, Invalid, NotFound
+
+CONTROL, TREATMENT = "control", "treatment"
+VARIANTS = (CONTROL, TREATMENT)
+STATUSES = ("draft", "running", "paused", "completed", "cancelled")
+LIVE = "running"
+LEVELS = 5  # ratings 1-5
+
+# ---- assignment ------------------------------------------------------------------------------
+
+
+def bucket(seed: str, unit: str) -> float:
+    """Where a unit falls in [0, 1) for one experiment: a hash of the experiment's seed and the unit,
+    so the same unit always lands in the same place (sticky) and experiments with different seeds
+    place units independently."""
+    digest = hashlib.blake2b(f"{seed}\x1f{unit}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def assign(seed: str, unit: str, traffic_split: float, *, status: str = LIVE) -> str:
+    """The variant of a unit: treatment when its bucket is below the treatment share. Growing the
+    share only adds units to treatment (monotone); a paused, completed or cancelled experiment
+    sends everyone to control."""
+    if status != LIVE:
+        return CONTROL
+    return TREATMENT if bucket(seed, unit) < traffic_split else CONTROL
+
+
+# ---- metrics ---------------------------------------------------------------------------------
+
+Kind = Literal["rate", "mean", "rating"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: Kind
+    higher_is_better: bool
+
+
+BUILTIN_METRICS = {
+    m.name: m
+    for m in (
+        Metric("thumbs_up_rate", "rate", True),
+        Metric("thumbs_down_rate", "rate", False),
+        Metric("rating", "rating", True),
+        Metric("latency_ms", "mean", False),
+        Metric("cost", "mean", False),
+        Metric("error_rate", "rate", False),
+    )
+}
+
+
+def metric(name: str) -> Metric:
+    try:
+        return BUILTIN_METRICS[name]
+    except KeyError:
+        raise Invalid("success_metrics", f"unknown metric {name!r}; known: {', '.join(BUILTIN_METRICS)}") from None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One observation of one metric, for a variant."""
+
+    metric: str
+    value: float
+
+
+def feedback_outcomes(feedback_type: str, value: Mapping[str, Any]) -> list[Outcome]:
+    """What a piece of feedback on a served answer says about its variant."""
+    if feedback_type == "thumbs_up":
+        return [Outcome("thumbs_up_rate", 1), Outcome("thumbs_down_rate", 0)]
+    if feedback_type == "thumbs_down":
+        return [Outcome("thumbs_up_rate", 0), Outcome("thumbs_down_rate", 1)]
+    if feedback_type == "rating" and isinstance(value.get("rating"), int | float):
+        return [Outcome("rating", min(LEVELS, max(1, round(value["rating"]))))]
+    return []
+
+
+def served_outcomes(latency_ms: float, cost: float | None, error: bool) -> list[Outcome]:
+    """What the router itself measures of each answer."""
+    if error:
+        return [Outcome("error_rate", 1)]
+    outcomes = [Outcome("error_rate", 0), Outcome("latency_ms", latency_ms)]
+    if cost is not None:
+        outcomes.append(Outcome("cost", cost))
+    return outcomes
+
+
+@dataclass
+class Tally:
+    """A variant's sufficient statistics for one metric: mergeable, O(1) to analyse."""
+
+    n: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    levels: list[int] = field(default_factory=lambda: [0] * LEVELS)
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        self.total += value
+        self.total_sq += value * value
+
+    def add_rating(self, level: int) -> None:
+        self.add(level)
+        self.levels[level - 1] += 1
+
+    @property
+    def moments(self) -> stats.Moments:
+        return stats.Moments(self.n, self.total, self.total_sq)
+
+
+def tally_outcomes(outcomes: Sequence[Outcome]) -> dict[str, Tally]:
+    tallies: dict[str, Tally] = {}
+    for o in outcomes:
+        tally = tallies.setdefault(o.metric, Tally())
+        if metric(o.metric).kind == "rating":
+            tally.add_rating(int(o.value))
+        else:
+            tally.add(o.value)
+    return tallies
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SuccessMetric:
+    name: str
+    min_effect: float | None = None  # the smallest difference worth deploying, in the metric's units
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    """Stop when treatment is worse than control by more than `max_degradation` (in the metric's
+    units, in its bad direction), with the sequential test's confidence."""
+
+    metric: str
+    max_degradation: float = 0.0
+
+
+@dataclass(frozen=True)
+class Design:
+    traffic_split: float
+    success_metrics: tuple[SuccessMetric, ...]
+    guardrails: tuple[Guardrail, ...] = ()
+    min_sample_size: int = 0  # outcomes per variant on the primary metric before any decision
+    sequential: bool = True
+    alpha: float = stats.ALPHA
+
+
+def check_design(design: Design) -> None:
+    if not 0 <= design.traffic_split <= 1:
+        raise Invalid("traffic_split", "traffic_split is treatment's share, from 0 to 1")
+    if not design.success_metrics:
+        raise Invalid("success_metrics", "name at least one success metric")
+    names = [m.name for m in design.success_metrics]
+    if len(set(names)) != len(names):
+        raise Invalid("success_metrics", "a metric is named twice")
+    for m in design.success_metrics:
+        metric(m.name)
+    for g in design.guardrails:
+        try:
+            metric(g.metric)
+        except Invalid:
+            raise Invalid("guardrails", f"unknown guardrail metric {g.metric!r}") from None
+
+
+def check_versions(control: Mapping[str, Any] | None, treatment: Mapping[str, Any] | None,
+                   control_id: Any, treatment_id: Any) -> str:
+    """The name both versions belong to; errors for unknown, archived or mismatched versions.
+    `control`/`treatment` are the service's own records of registered versions (from events)."""
+    if control_id == treatment_id:
+        raise Invalid("treatment_model_id", "control and treatment are the same version")
+    for field_name, version, ident in (("control_model_id", control, control_id),
+                                       ("treatment_model_id", treatment, treatment_id)):
+        if version is None:
+            raise NotFound(f"no model version {ident}", field=field_name)
+        if version["status"] == "archived":
+            raise Conflict(f"model version {ident} is archived", field=field_name)
+    if control["name"] != treatment["name"]:
+        raise Invalid("treatment_model_id", f"versions of different names: {control['name']} and {treatment['name']}")
+    return control["name"]
+
+
+# ---- lifecycle ---------------------------------------------------------------------------------
+
+MOVES = {
+    "start": ({"draft"}, "running"),
+    "pause": ({"running"}, "paused"),
+    "resume": ({"paused"}, "running"),
+    "complete": ({"running", "paused"}, "completed"),
+    "cancel": ({"draft", "running", "paused"}, "cancelled"),
+}
+
+
+class IllegalMove(DomainError):
+    status, code = 409, "illegal_status_change"
+
+
+def move(status: str, action: str) -> str:
+    allowed, target = MOVES[action]
+    if status not in allowed:
+        raise IllegalMove(f"cannot {action} an experiment that is {status}")
+    return target
+
+
+# ---- analysis ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VariantData:
+    units: int
+    tallies: Mapping[str, Tally]
+
+
+def compare(m: Metric, control: Tally, treatment: Tally, *, sequential: bool, alpha: float) -> stats.Comparison:
+    if m.kind == "rating":
+        fixed = stats.mann_whitney(control.levels, treatment.levels, alpha)
+    elif m.kind == "rate":
+        fixed = stats.two_proportions(control.moments, treatment.moments, alpha)
+    else:
+        fixed = stats.welch(control.moments, treatment.moments, alpha)
+    if not sequential:
+        return fixed
+    return stats.sequential(fixed, control.moments, treatment.moments, rate=m.kind == "rate", alpha=alpha)
+
+
+def _clean(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) or math.isinf(x) else x
+
+
+def _comparison_json(m: Metric, c: stats.Comparison) -> dict[str, Any]:
+    return {
+        "metric": m.name, "kind": m.kind, "test": c.test, "sequential": c.sequential,
+        "higher_is_better": m.higher_is_better,
+        "control": {"n": c.n_control, "mean": c.control_mean},
+        "treatment": {"n": c.n_treatment, "mean": c.treatment_mean},
+        "difference": c.difference, "ci": [_clean(c.ci[0]), _clean(c.ci[1])],
+        "lift": _clean(c.lift), "lift_ci": [_clean(c.lift_ci[0]), _clean(c.lift_ci[1])] if c.lift_ci else None,
+        "p_value": c.p_value, "statistic": c.statistic,
+    }
+
+
+def analyse(design: Design, control: VariantData, treatment: VariantData) -> dict[str, Any]:
+    """The experiment's results and recommendation, as stored in `results` and shown live."""
+    empty = Tally()
+    metrics_out = []
+    comparisons = []
+    for sm in design.success_metrics:
+        m = metric(sm.name)
+        c = compare(m, control.tallies.get(m.name, empty), treatment.tallies.get(m.name, empty),
+                    sequential=design.sequential, alpha=design.alpha)
+        comparisons.append((sm, m, c))
+    adjusted = stats.holm([c.p_value for _, _, c in comparisons])
+    for (sm, m, c), p_adj in zip(comparisons, adjusted, strict=True):
+        out = _comparison_json(m, c)
+        out["p_value_adjusted"] = p_adj
+        out["significant"] = p_adj < design.alpha
+        out["min_effect"] = sm.min_effect
+        metrics_out.append(out)
+
+    guardrails_out = []
+    for g in design.guardrails:
+        m = metric(g.metric)
+        c = compare(m, control.tallies.get(m.name, empty), treatment.tallies.get(m.name, empty),
+                    sequential=True, alpha=design.alpha)
+        # Degradation: how much worse treatment is, in the metric's bad direction.
+        low, high = c.ci
+        worse_low = low if not m.higher_is_better else -high
+        breached = c.n_control >= 2 and c.n_treatment >= 2 and worse_low > g.max_degradation
+        guardrails_out.append({"metric": m.name, "max_degradation": g.max_degradation,
+                               "difference": c.difference, "ci": [_clean(low), _clean(high)], "breached": breached})
+
+    shares = [1 - design.traffic_split, design.traffic_split]
+    srm_stat, srm_p = stats.srm([control.units, treatment.units], shares)
+    srm_out = {"units": {CONTROL: control.units, TREATMENT: treatment.units}, "expected_shares": shares,
+               "chi_square": srm_stat, "p_value": srm_p, "mismatch": srm_p < 0.001}
+    winner, reason = recommend(design, metrics_out, guardrails_out, srm_out)
+    return {"metrics": metrics_out, "guardrails": guardrails_out, "srm": srm_out,
+            "recommendation": {"winner": winner, "action": ACTIONS[winner], "reason": reason},
+            "sequential": design.sequential, "alpha": design.alpha}
+
+
+ACTIONS = {TREATMENT: "deploy_treatment", CONTROL: "keep_control", "inconclusive": "inconclusive"}
+
+
+def recommend(design: Design, metrics_out: list[dict], guardrails_out: list[dict],
+              srm_out: dict) -> tuple[str, str]:
+    """winner (control, treatment, inconclusive) and why. The first success metric is primary."""
+    if srm_out["mismatch"]:
+        return "inconclusive", (f"sample ratio mismatch (p = {srm_out['p_value']:.2g}): the split is not what "
+                                "was configured, so the results cannot be trusted")
+    breached = [g["metric"] for g in guardrails_out if g["breached"]]
+    if breached:
+        return CONTROL, f"guardrail breached: {', '.join(breached)}"
+    primary = metrics_out[0]
+    n = min(primary["control"]["n"], primary["treatment"]["n"])
+    if n < max(design.min_sample_size, 2):
+        return "inconclusive", (f"not enough data: {n} of {design.min_sample_size} outcomes per variant "
+                                f"on {primary['metric']}")
+    if not primary["significant"]:
+        return "inconclusive", (f"no significant difference on {primary['metric']} "
+                                f"(adjusted p = {primary['p_value_adjusted']:.3g})")
+    better = (primary["difference"] > 0) == primary["higher_is_better"]
+    if not better:
+        return CONTROL, (f"treatment is significantly worse on {primary['metric']} "
+                         f"(adjusted p = {primary['p_value_adjusted']:.3g})")
+    min_effect = primary.get("min_effect")
+    if min_effect is not None and abs(primary["difference"]) < min_effect:
+        return "inconclusive", (f"significant on {primary['metric']} but the difference "
+                                f"{primary['difference']:.3g} is below the minimum effect {min_effect}")
+    return TREATMENT, (f"treatment is significantly better on {primary['metric']}: "
+                       f"{primary['difference']:+.3g} (adjusted p = {primary['p_value_adjusted']:.3g})")

@@ -1,0 +1,118 @@
+"""The statistics against scipy and statsmodels computed on the same raw outcomes, and A/A
+simulations: the fixed-horizon tests reject at the nominal rate, the sequential mode at or below it
+however often one peeks."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+from services.experiments import stats
+from services.experiments.stats import Moments
+
+RNG = np.random.default_rng(20261201)
+
+
+def moments(values) -> Moments:
+    values = np.asarray(values, dtype=float)
+    return Moments(len(values), float(values.sum()), float((values**2).sum()))
+
+
+def test_welch_matches_scipy_and_statsmodels():
+    control, treatment = RNG.normal(10, 3, 400), RNG.normal(10.6, 4, 350)
+    result = stats.welch(moments(control), moments(treatment))
+    expected = sps.ttest_ind(treatment, control, equal_var=False)
+    assert result.statistic == pytest.approx(expected.statistic, rel=1e-9)
+    assert result.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    low, high = CompareMeans(DescrStatsW(treatment), DescrStatsW(control)).tconfint_diff(usevar="unequal")
+    assert result.ci == pytest.approx((low, high), rel=1e-9)
+    assert result.difference == pytest.approx(treatment.mean() - control.mean())
+    assert result.lift == pytest.approx(treatment.mean() / control.mean() - 1)
+
+
+def test_two_proportions_match_statsmodels():
+    control, treatment = RNG.binomial(1, 0.30, 2000), RNG.binomial(1, 0.34, 1800)
+    result = stats.two_proportions(moments(control), moments(treatment))
+    z, p = proportions_ztest([treatment.sum(), control.sum()], [len(treatment), len(control)])
+    assert (result.statistic, result.p_value) == pytest.approx((z, p), rel=1e-9)
+    low, high = confint_proportions_2indep(treatment.sum(), len(treatment), control.sum(), len(control),
+                                           method="wald", compare="diff")
+    assert result.ci == pytest.approx((low, high), rel=1e-9)
+
+
+def test_mann_whitney_from_level_counts_matches_scipy_on_the_raw_ratings():
+    control = RNG.choice([1, 2, 3, 4, 5], 300, p=[0.1, 0.15, 0.3, 0.3, 0.15])
+    treatment = RNG.choice([1, 2, 3, 4, 5], 280, p=[0.05, 0.1, 0.3, 0.35, 0.2])
+    levels = lambda r: [int((r == k).sum()) for k in range(1, 6)]  # noqa: E731
+    result = stats.mann_whitney(levels(control), levels(treatment))
+    expected = sps.mannwhitneyu(treatment, control, method="asymptotic", use_continuity=True)
+    assert result.extra["u"] == pytest.approx(expected.statistic)
+    assert result.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    assert result.difference == pytest.approx(treatment.mean() - control.mean())
+
+
+def test_holm_matches_statsmodels():
+    p = [0.01, 0.04, 0.03, 0.20, 0.002]
+    assert stats.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+
+
+def test_srm_matches_scipy_chisquare_and_flags_a_broken_split():
+    statistic, p = stats.srm([5200, 4800], [0.5, 0.5])
+    expected = sps.chisquare([5200, 4800], [5000, 5000])
+    assert (statistic, p) == pytest.approx((expected.statistic, expected.pvalue))
+    assert p < 0.001
+    assert stats.srm([7020, 2980], [0.7, 0.3])[1] > 0.001
+
+
+def test_the_confidence_sequence_is_wider_than_the_fixed_interval_and_shrinks_with_data():
+    fixed = 1.96 * math.sqrt(2 / 1000)
+    assert stats.cs_halfwidth(2 / 1000, 2000) > fixed
+    assert stats.cs_halfwidth(2 / 10_000, 20_000) < stats.cs_halfwidth(2 / 1000, 2000)
+
+
+def _aa_means(experiments: int, n: int):
+    """Per-arm sums of A/A experiments, each arm n normal outcomes."""
+    a, b = RNG.normal(5, 2, (experiments, n)), RNG.normal(5, 2, (experiments, n))
+    return a, b
+
+
+def test_a_a_fixed_horizon_rejects_at_the_nominal_rate():
+    a, b = _aa_means(4000, 100)
+    rejections = sum(stats.welch(moments(x), moments(y)).p_value < 0.05 for x, y in zip(a, b, strict=True))
+    assert 0.04 <= rejections / 4000 <= 0.06  # 0.05 +- 3 standard errors
+
+    rates_a, rates_b = RNG.binomial(1, 0.2, (4000, 300)), RNG.binomial(1, 0.2, (4000, 300))
+    rejections = sum(stats.two_proportions(moments(x), moments(y)).p_value < 0.05
+                     for x, y in zip(rates_a, rates_b, strict=True))
+    assert 0.04 <= rejections / 4000 <= 0.06
+
+
+def test_a_a_sequential_stays_at_or_below_nominal_under_peeking_where_fixed_horizon_does_not():
+    experiments, n, peeks = 1000, 1000, 20
+    a, b = _aa_means(experiments, n)
+    looks = np.linspace(n // peeks, n, peeks, dtype=int)
+    ca, cb, ca2, cb2 = (np.cumsum(x, axis=1) for x in (a, b, a**2, b**2))
+    sequential_hits = fixed_hits = 0
+    for e in range(experiments):
+        seq = fix = False
+        for k in looks:
+            mc = Moments(int(k), ca[e, k - 1], ca2[e, k - 1])
+            mt = Moments(int(k), cb[e, k - 1], cb2[e, k - 1])
+            fixed = stats.welch(mc, mt)
+            fix |= fixed.p_value < 0.05
+            low, high = stats.sequential(fixed, mc, mt).ci
+            seq |= low > 0 or high < 0
+        sequential_hits += seq
+        fixed_hits += fix
+    assert sequential_hits / experiments <= 0.05
+    assert fixed_hits / experiments > 0.1  # peeking at a fixed-horizon test inflates its error
+
+
+def test_sequential_p_value_agrees_with_its_interval():
+    c, t = Moments(5000, 5000 * 0.30, 5000 * 0.30), Moments(5000, 5000 * 0.33, 5000 * 0.33)
+    result = stats.sequential(stats.two_proportions(c, t), c, t, rate=True)
+    assert (result.p_value < 0.05) == (result.ci[0] > 0 or result.ci[1] < 0)
