@@ -87,6 +87,8 @@ class Stack:
             RLHF_HTTP_HOST="127.0.0.1",
             **{SERVICES_VARIABLE: ",".join(self.services)},
         )
+        if self.broker:  # an embedded broker forgets its topics when it stops: relays replay their outboxes
+            env["RLHF_OUTBOX_REPLAY_ON_FRESH_BROKER"] = "1"
         env.update(self.extra_env)
         env.update(more)
         return env

@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -85,3 +86,30 @@ async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 
     finally:
         await admin.close()
 
+
+
+async def read_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> list[ConsumerRecord]:
+    """Every record a topic holds now, read to each partition's high-water mark as fetches report it
+    (Tansu's ListOffsets answers base offset + 1 after a batched produce, so end_offsets is no guide)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            await consumer.topics()  # refreshes metadata
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        found: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            for records in (await consumer.getmany(timeout_ms=200, max_records=5000)).values():
+                found.extend(records)
+            behind = [tp for tp in partitions
+                      if consumer.highwater(tp) is None or await consumer.position(tp) < consumer.highwater(tp)]
+            if not behind:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {behind} to their high-water marks in {timeout}s")
+    finally:
+        await consumer.stop()

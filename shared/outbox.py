@@ -3,6 +3,12 @@ publishes them to Kafka in batches and marks them sent.
 
 If the relay dies after publishing and before marking, the rows are published again on restart:
 delivery is at least once, and consumers dedupe by event_id (see shared/consumer.py).
+
+A broker that keeps topics in memory (the embedded Tansu) forgets, when it restarts, events that
+were published but not yet consumed. With `replay_on_fresh_broker` (set by `rlhf up` when it starts
+the embedded broker) a relay first asks the broker whether it has seen this service's replay
+marker; a broker that has not is fresh, and the relay publishes again every outbox row still
+within retention before anything new, then leaves the marker. Consumers drop what they had.
 """
 
 import asyncio
@@ -11,8 +17,10 @@ import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import UUID
@@ -21,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from shared.bulk import copy_or_insert
 from shared.events import Event
 from shared.failpoints import failpoint
+from shared.infra import ensure_topics, read_topic
 from shared.observability import EVENTS_PUBLISHED, OUTBOX_BACKLOG, get_logger
 
 log = get_logger(__name__)
@@ -47,6 +56,8 @@ def outbox_table(metadata: MetaData) -> Table:
 
 OUTBOX_COLUMNS = ["event_id", "topic", "key", "event_type", "organization", "correlation_id", "envelope"]
 PARTITION_KEY_FIELDS = ("feedback_id", "dataset_id", "job_id", "experiment_id")
+# One record per service and broker life, left by a relay once it has replayed its outbox.
+REPLAY_MARKER_TOPIC = "rlhf.outbox.replayed"
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,7 @@ class OutboxRelay:
         batch_size: int = 1000,
         poll_interval: float = 0.05,
         retention_hours: float = 24.0,
+        replay_on_fresh_broker: bool = False,
     ):
         self.engine = engine
         self.producer = producer
@@ -163,6 +175,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.retention_hours = retention_hours
+        self.replay_on_fresh_broker = replay_on_fresh_broker
         self._stopping = asyncio.Event()
         self._select = text(
             "SELECT id, event_id, topic, key, event_type, organization, correlation_id, envelope "
@@ -170,6 +183,10 @@ class OutboxRelay:
         )
         self._mark = text(f'UPDATE "{schema}".outbox SET published_at = now() WHERE id = ANY(:ids)')
         self._backlog = text(f'SELECT count(*) FROM "{schema}".outbox WHERE published_at IS NULL')
+        self._published_after = text(
+            "SELECT id, event_id, topic, key, event_type, organization, correlation_id, envelope "
+            f'FROM "{schema}".outbox WHERE published_at IS NOT NULL AND id > :after ORDER BY id LIMIT :n'
+        )
         self._purge = text(
             f'DELETE FROM "{schema}".outbox WHERE published_at < now() - make_interval(secs => :secs)'
         )
@@ -180,28 +197,52 @@ class OutboxRelay:
             rows = (await conn.execute(self._select, {"n": self.batch_size})).all()
             if not rows:
                 return 0
-            sends = [
-                await self.producer.send(
-                    row.topic,
-                    value=row.envelope.encode(),
-                    key=row.key.encode() if row.key else None,
-                    headers=kafka_headers(row),
-                )
-                for row in rows
-            ]
-            await asyncio.gather(*sends)
+            await self._send(rows)
             failpoint("outbox.after_publish")
             await conn.execute(self._mark, {"ids": [row.id for row in rows]})
         for row in rows:
             EVENTS_PUBLISHED.labels(self.service, row.topic).inc()
         return len(rows)
 
+    async def _send(self, rows) -> None:
+        sends = [
+            await self.producer.send(
+                row.topic, value=row.envelope.encode(), key=row.key.encode() if row.key else None,
+                headers=kafka_headers(row),
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*sends)
+
+    async def replay_retained(self) -> int:
+        """Publish again every row already published and still kept (in id order); returns how many."""
+        after, replayed = 0, 0
+        while rows := (await self._read(self._published_after, {"after": after, "n": self.batch_size})):
+            await self._send(rows)
+            after, replayed = rows[-1].id, replayed + len(rows)
+        return replayed
+
+    async def _read(self, stmt, params: dict) -> list:
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(stmt, params)).all())
+
+    async def replay_if_broker_is_fresh(self, bootstrap: str) -> None:
+        await ensure_topics(bootstrap, [REPLAY_MARKER_TOPIC], partitions=1)
+        if self.service.encode() in {r.key for r in await read_topic(bootstrap, REPLAY_MARKER_TOPIC)}:
+            return
+        replayed = await self.replay_retained()
+        marker = orjson.dumps({"service": self.service, "replayed": replayed, "at": datetime.now(UTC)})
+        await self.producer.send_and_wait(REPLAY_MARKER_TOPIC, marker, key=self.service.encode())
+        log.info("fresh broker: outbox replayed", rows=replayed, retention_hours=self.retention_hours)
+
     async def backlog(self) -> int:
         async with self.engine.connect() as conn:
             return (await conn.execute(self._backlog)).scalar_one()
 
-    async def run(self) -> None:
+    async def run(self, bootstrap: str | None = None) -> None:
         log.info("outbox relay started", schema=self.schema)
+        if self.replay_on_fresh_broker and bootstrap:
+            await self.replay_if_broker_is_fresh(bootstrap)
         housekeeping = asyncio.create_task(self._housekeeping())
         try:
             while not self._stopping.is_set():

@@ -178,8 +178,9 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
                 batch_size=settings.rlhf_outbox_batch_size,
                 poll_interval=settings.rlhf_outbox_poll_interval,
                 retention_hours=settings.rlhf_outbox_retention_hours,
+                replay_on_fresh_broker=settings.rlhf_outbox_replay_on_fresh_broker,
             )
-            tasks.append(asyncio.create_task(relay.run()))
+            tasks.append(asyncio.create_task(relay.run(settings.require_kafka())))
         if "background" in roles:
             background = [asyncio.create_task(loop_fn(db, settings)) for loop_fn in spec.background]
         if "api" in roles:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     rlhf_outbox_batch_size: int = 1000
     rlhf_outbox_poll_interval: float = 0.05
     rlhf_outbox_retention_hours: float = 24.0
+    # Set by `rlhf up` when it starts the embedded broker, which keeps topics in memory: each relay
+    # publishes its retained outbox again when it finds the broker fresh (see shared/outbox.py).
+    rlhf_outbox_replay_on_fresh_broker: bool = False
     rlhf_consumer_max_records: int = 500
     rlhf_consumer_session_timeout_ms: int = 10_000
     rlhf_consumer_heartbeat_interval_ms: int = 3_000

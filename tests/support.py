@@ -11,11 +11,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from shared.db import Database
 from shared.events import Envelope, Event
-from shared.infra import TansuBroker
+from shared.infra import TansuBroker, read_topic
 from shared.outbox import encode
 from shared.service import ServiceSpec, build_app
 from shared.settings import Settings
@@ -47,33 +47,12 @@ class KafkaProbe:
         return Envelope.model_validate_json(message.envelope)
 
     async def read_all(
-        self, topics: list[str], *, match: Callable[[ConsumerRecord], bool] = lambda r: True, timeout: float = 60.0
+        self, topics: list[str], *, match: Callable[[ConsumerRecord], bool] = lambda r: True
     ) -> list[ConsumerRecord]:
-        """Every record matching `match` that `topics` hold now: read up to each partition's high-water
-        mark. What can no longer grow (its producer is gone, its outbox drained) is read whole this way,
-        without waiting to see whether more comes. The mark is taken from fetch responses: the
-        embedded broker's ListOffsets answers base offset + 1 after a batched produce."""
-        producer = await self.producer()
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(await producer.partitions_for(t))]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            found: list[ConsumerRecord] = []
-            deadline = time.monotonic() + timeout
-            while True:
-                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-                for records in batch.values():
-                    found.extend(records)
-                behind = [tp for tp in partitions
-                          if consumer.highwater(tp) is None or await consumer.position(tp) < consumer.highwater(tp)]
-                if not behind:
-                    return [r for r in found if match(r)]
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"could not read {behind} to their high-water marks in {timeout}s")
-        finally:
-            await consumer.stop()
+        """Every record matching `match` that `topics` hold now (to each partition's high-water mark).
+        What can no longer grow (its producer is gone, its outbox drained) is read whole this way,
+        without waiting to see whether more comes."""
+        return [r for topic in topics for r in await read_topic(self.bootstrap, topic) if match(r)]
 
     async def send_marker_to_each_partition(self, event: Event, organization: str) -> list[Envelope]:
         """One copy of `event` (each its own id) on every partition of its topic: once a consumer has
