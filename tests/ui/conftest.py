@@ -100,7 +100,10 @@ async def sign_in(page, key_headers: dict[str, str]) -> None:
 async def screenshot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    hide_toasts = "() => document.querySelectorAll('.toasts').forEach(t => t.style.visibility = '%s')"
+    await page.evaluate(hide_toasts % "hidden")
     await page.screenshot(path=str(path), full_page=True)
+    await page.evaluate(hide_toasts % "visible")
     return path
 
 

@@ -90,7 +90,7 @@ export function Datasets() {
             <div class="table-wrap">
               <table class="table table-hover">
                 <thead>
-                  <tr><th>Dataset name</th><th>Type</th><th class="num">Samples</th><th class="num">Quality</th><th>Status</th><th>Updated</th></tr>
+                  <tr><th>Dataset name</th><th>Type</th><th class="num">Samples</th><th class="num">Quality</th><th>Status</th></tr>
                 </thead>
                 <tbody>
                   {items.map((d) => (
@@ -99,8 +99,7 @@ export function Datasets() {
                       <td>{TYPE_LABEL[d.dataset_type]}</td>
                       <td class="num">{count(d.sample_count)}</td>
                       <td class="num">{d.quality_score == null ? "—" : d.quality_score.toFixed(2)}</td>
-                      <td><Badge value={d.status} /></td>
-                      <td class="nowrap muted">{ago(d.updated_at)}</td>
+                      <td title={`updated ${ago(d.updated_at)}`}><Badge value={d.status} /></td>
                     </tr>
                   ))}
                 </tbody>
@@ -340,17 +339,16 @@ function ExportList({ dataset, versions }: { dataset: Dataset; versions: Dataset
   return (
     <div class="table-wrap">
     <table class="table">
-      <thead><tr><th>Version</th><th>Format</th><th class="num">Train</th><th class="num">Validation</th><th>PII masked</th><th>Files</th><th>Created</th></tr></thead>
+      <thead><tr><th>Version</th><th>Format</th><th class="num">Train</th><th class="num">Validation</th><th>PII masked</th><th>Files</th></tr></thead>
       <tbody>
         {[...versions].sort((a, b) => b.version - a.version).map((e) => (
           <tr key={e.version}>
-            <td><strong>v{e.version}</strong></td>
+            <td class="nowrap"><strong>v{e.version}</strong><div class="muted small" title={`sha256 ${e.sha256}`}>{when(e.created_at)}</div></td>
             <td class="mono">{e.format}</td>
             <td class="num">{count(e.counts.train)}</td>
             <td class="num">{count(e.counts.validation ?? 0)}</td>
             <td>{Object.entries(e.masked).filter(([, n]) => n).map(([k, n]) => <span class="chip">{k} {n}</span>)}{!Object.values(e.masked).some(Boolean) && <span class="muted">none</span>}</td>
-            <td class="files">{files(e).map((f) => <button type="button" class="link" onClick={() => fetchFile(e, f)}>{f}</button>)}</td>
-            <td class="nowrap muted" title={e.sha256}>{when(e.created_at)}</td>
+            <td><div class="files">{files(e).map((f) => <button type="button" class="link" onClick={() => fetchFile(e, f)}>{f}</button>)}</div></td>
           </tr>
         ))}
       </tbody>
