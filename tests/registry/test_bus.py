@@ -55,7 +55,8 @@ async def test_versions_from_the_bus_deploy_and_roll_back_through_the_gateway(st
     assert len(by_topic[ModelRegistered.topic()]) == 2
     deploys = by_topic[ModelDeployed.topic()]
     assert [d["model_version"] for d in deploys] == ["1.0.0", "1.1.0"]
-    assert deploys[0]["serving"] == {"kind": "local", "base_model": "tiny-llama", "adapter_url": first.resulting_model_id}
+    assert deploys[0]["serving"] == {"kind": "local", "base_model": "tiny-llama",
+                                     "adapter_url": first.resulting_model_id}
     assert deploys[1]["forced"] is True and deploys[1]["previous_version"] == "1.0.0"
     [rolled] = by_topic[ModelRolledBack.topic()]
     assert (rolled["model_version"], rolled["rolled_back_from_version"]) == ("1.0.0", "1.1.0")
