@@ -374,6 +374,80 @@ class DeploymentRefused(Event):
     refused_at: datetime
 
 
+# ---- experiments ---------------------------------------------------------------------------------
+# Keyed by `experiment_id` (see shared/outbox.PARTITION_KEY_FIELDS): one experiment's events in order.
+
+
+class _ExperimentEvent(Event):
+    experiment_id: uuid.UUID
+    name: str
+    model_name: str
+    control_model_id: uuid.UUID
+    treatment_model_id: uuid.UUID
+    traffic_split: float
+
+
+@register
+class ExperimentStarted(_ExperimentEvent):
+    type_name: ClassVar[str] = "ExperimentStarted"
+
+    success_metrics: list[dict[str, Any]] = Field(default_factory=list)
+    guardrails: list[dict[str, Any]] = Field(default_factory=list)
+    started_by: str
+    started_at: datetime
+
+
+@register
+class ExperimentPaused(_ExperimentEvent):
+    """All of the name's traffic goes to control until the experiment resumes; `reason` says why
+    (a person, or a breached guardrail with `guardrail` naming it)."""
+
+    type_name: ClassVar[str] = "ExperimentPaused"
+
+    reason: str
+    guardrail: str | None = None
+    paused_by: str
+    paused_at: datetime
+
+
+@register
+class ExperimentConcluded(_ExperimentEvent):
+    """The experiment ended (completed or cancelled) with its full result and recommendation."""
+
+    type_name: ClassVar[str] = "ExperimentConcluded"
+
+    status: str  # completed, cancelled
+    winner: str  # control, treatment, inconclusive
+    reason: str
+    results: dict[str, Any] = Field(default_factory=dict)
+    winner_model_id: uuid.UUID | None = None
+    concluded_by: str
+    concluded_at: datetime
+
+
+@register
+class ResponseServed(Event):
+    """An answer the router served (or failed to serve: `error`), so feedback can name only its id."""
+
+    type_name: ClassVar[str] = "ResponseServed"
+
+    response_id: str
+    model_name: str
+    model_version_id: uuid.UUID
+    model_version: str
+    experiment_id: uuid.UUID | None = None
+    variant: str | None = None
+    unit: str
+    latency_ms: int = Field(ge=0)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    estimated_cost: float | None = None
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    answer: str | None = None
+    error: str | None = None
+    served_at: datetime
+
+
 __all__ = [
     "DatasetExported",
     "DeploymentRefused",
@@ -389,6 +463,10 @@ __all__ = [
     "ModelRegistered",
     "ModelRolledBack",
     "Event",
+    "ExperimentConcluded",
+    "ExperimentPaused",
+    "ExperimentStarted",
+    "ResponseServed",
     "FeedbackFields",
     "FeedbackReceived",
     "FeedbackReviewed",

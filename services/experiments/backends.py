@@ -1,0 +1,198 @@
+"""Calling a model version the way its `serving` says: OpenAI and OpenAI-compatible servers (vLLM,
+TGI, Ollama) through the `openai` SDK with base_url, Bedrock through boto3's Converse API, local
+versions (base model + LoRA adapter) with transformers + peft, a few loaded at a time.
+
+Every backend answers in OpenAI's chat-completion shape (a dict) or as a stream of OpenAI chunks;
+failures are BackendError with the HTTP status class the client should see."""
+
+import asyncio
+import hashlib
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import openai
+
+
+class BackendError(Exception):
+    def __init__(self, status: int, message: str, code: str = "backend_error"):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+@lru_cache(maxsize=64)
+def _openai_client(base_url: str | None, api_key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120)
+
+
+def openai_client(serving: dict[str, Any]) -> openai.AsyncOpenAI:
+    key_env = serving.get("api_key_env") or ("OPENAI_API_KEY" if serving["kind"] == "openai" else None)
+    api_key = os.environ.get(key_env, "") if key_env else ""
+    if serving["kind"] == "openai":
+        if not api_key:
+            raise BackendError(502, f"no API key for OpenAI: {key_env} is not set", "backend_not_configured")
+        base_url = serving.get("base_url") or os.environ.get("RLHF_OPENAI_BASE_URL") or None
+    else:
+        base_url = serving.get("base_url")
+        if not base_url:
+            raise BackendError(502, "the version's serving names no base_url", "backend_not_configured")
+    return _openai_client(base_url, api_key or "unused")
+
+
+def _status_of(exc: openai.APIError) -> BackendError:
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code if 400 <= exc.status_code < 500 and exc.status_code not in (401, 403) else 502
+        return BackendError(status, f"backend answered {exc.status_code}: {exc.message}", "backend_error")
+    return BackendError(502, f"backend unreachable: {exc}", "backend_unavailable")
+
+
+async def complete(serving: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """One chat completion (not streamed) in OpenAI's shape."""
+    kind = serving.get("kind")
+    if kind in ("openai", "openai_compatible"):
+        client = openai_client(serving)
+        params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        try:
+            completion = await client.chat.completions.create(model=serving["model"], messages=body["messages"],
+                                                              extra_body=params)
+        except openai.APIError as exc:
+            raise _status_of(exc) from exc
+        return completion.model_dump(exclude_none=True)
+    if kind == "bedrock":
+        return await asyncio.to_thread(_bedrock_complete, serving, body)
+    if kind == "local":
+        return await asyncio.to_thread(LOCAL.complete, serving, body)
+    raise BackendError(502, f"unknown serving kind {kind!r}", "backend_not_configured")
+
+
+async def stream(serving: dict[str, Any], body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """A streamed chat completion as OpenAI chunks. Backends that do not stream natively answer in
+    one content chunk and a final one with the finish reason."""
+    kind = serving.get("kind")
+    if kind in ("openai", "openai_compatible"):
+        client = openai_client(serving)
+        params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        try:
+            chunks = await client.chat.completions.create(model=serving["model"], messages=body["messages"],
+                                                          stream=True, extra_body=params)
+            async for chunk in chunks:
+                yield chunk.model_dump(exclude_none=True)
+        except openai.APIError as exc:
+            raise _status_of(exc) from exc
+        return
+    whole = await complete(serving, body)
+    choice = whole["choices"][0]
+    base = {"id": whole["id"], "object": "chat.completion.chunk", "created": whole["created"], "model": whole["model"]}
+    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": choice["message"]["content"]},
+                                "finish_reason": None}]}
+    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason", "stop")}],
+           **({"usage": whole["usage"]} if "usage" in whole else {})}
+
+
+def _completion(model: str, text: str, prompt_tokens: int, completion_tokens: int,
+                finish_reason: str = "stop") -> dict[str, Any]:
+    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
+
+def _bedrock_complete(serving: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    import boto3
+    import botocore.exceptions
+
+    system = [{"text": m["content"]} for m in body["messages"] if m["role"] == "system"]
+    messages = [{"role": m["role"], "content": [{"text": m["content"]}]}
+                for m in body["messages"] if m["role"] in ("user", "assistant")]
+    config = {k: v for k, v in (("maxTokens", body.get("max_tokens")), ("temperature", body.get("temperature")),
+                                ("topP", body.get("top_p"))) if v is not None}
+    client = boto3.client("bedrock-runtime", region_name=serving.get("region") or os.environ.get("AWS_REGION"))
+    try:
+        answer = client.converse(modelId=serving["model_arn"], messages=messages,
+                                 **({"system": system} if system else {}),
+                                 **({"inferenceConfig": config} if config else {}))
+    except botocore.exceptions.ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 502)
+        raise BackendError(status if 400 <= status < 500 else 502, f"bedrock: {exc}") from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise BackendError(502, f"bedrock unreachable: {exc}", "backend_unavailable") from exc
+    text = "".join(part.get("text", "") for part in answer["output"]["message"]["content"])
+    usage = answer.get("usage", {})
+    reason = {"max_tokens": "length"}.get(answer.get("stopReason"), "stop")
+    return _completion(serving["model_arn"], text, usage.get("inputTokens", 0), usage.get("outputTokens", 0), reason)
+
+
+def _adapter_dir(url: str) -> str:
+    """A local directory holding the adapter: file:// URLs as they are; s3:// prefixes downloaded
+    once into the cache directory."""
+    parts = urlsplit(url)
+    if parts.scheme in ("", "file"):
+        return unquote(parts.path)
+    if parts.scheme == "s3":
+        import boto3
+
+        dest = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rlhf" / "adapters" / \
+            hashlib.sha256(url.encode()).hexdigest()[:16]
+        if not dest.exists():
+            client, prefix = boto3.client("s3"), parts.path.lstrip("/")
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=parts.netloc, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    target = dest / obj["Key"][len(prefix):].lstrip("/")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    client.download_file(parts.netloc, obj["Key"], str(target))
+        return str(dest)
+    raise BackendError(502, f"cannot load an adapter from {url}", "backend_not_configured")
+
+
+class LocalModels:
+    """Base model + LoRA adapter from the object store, loaded once per process; the `size` most
+    recently used stay in memory. Generation runs on CPU (or GPU when torch sees one)."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._loaded: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()
+
+    def _load(self, serving: dict[str, Any]):
+        key = (serving["base_model"], serving["adapter_url"])
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+        try:
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise BackendError(502, "local serving needs the train extra (transformers, peft)",
+                               "backend_not_configured") from exc
+        adapter_dir = _adapter_dir(serving["adapter_url"])
+        base = serving["base_model"]
+        tokenizer = AutoTokenizer.from_pretrained(adapter_dir if os.path.exists(
+            os.path.join(adapter_dir, "tokenizer_config.json")) else base)
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter_dir).eval()
+        self._loaded[key] = (tokenizer, model)
+        while len(self._loaded) > self.size:
+            self._loaded.popitem(last=False)
+        return tokenizer, model
+
+    def complete(self, serving: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        tokenizer, model = self._load(serving)
+        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in body["messages"]) + "\nassistant:"
+        inputs = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=int(body.get("max_tokens") or 32), do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        new = out[0][inputs["input_ids"].shape[1]:]
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        return _completion(serving["base_model"], text, int(inputs["input_ids"].shape[1]), int(new.shape[0]))
+
+
+LOCAL = LocalModels(size=int(os.environ.get("RLHF_LOCAL_MODELS_LOADED", "2")))

@@ -1,0 +1,187 @@
+"""All of the experiments service's SQL. Every query is scoped to one organization."""
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, literal_column, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.experiments import domain
+from services.experiments.models import (
+    Experiment,
+    Exposure,
+    ModelVersion,
+    OutcomeStats,
+    ServedResponse,
+    VariantUnits,
+)
+
+LIVE_STATUSES = ("running", "paused")
+# Rating counts per level, added element-wise (PostgreSQL has no array addition).
+ADD_LEVELS = literal_column(
+    "ARRAY(SELECT a + b FROM unnest(outcome_stats.levels, excluded.levels) WITH ORDINALITY AS t(a, b, i) ORDER BY i)")
+
+
+# ---- the service's view of registered versions -----------------------------------------------
+
+async def add_version(session: AsyncSession, organization: str, values: dict[str, Any]) -> None:
+    """A registered version; nothing changes if a deploy of it was applied first."""
+    await session.execute(insert(ModelVersion).values(organization=organization, **values)
+                          .on_conflict_do_nothing(index_elements=["id"]))
+
+
+async def make_live(session: AsyncSession, organization: str, values: dict[str, Any], at: datetime) -> None:
+    """The version now takes its name's traffic (a deploy or a rollback made at `at`), unless a later
+    change of the name was applied already; the name's other live version is deprecated."""
+    name = values["name"]
+    newer = await session.execute(select(ModelVersion.id).where(
+        ModelVersion.organization == organization, ModelVersion.name == name, ModelVersion.status == "deployed",
+        ModelVersion.status_at > at, ModelVersion.id != values["id"]))
+    status = "deprecated" if newer.first() else "deployed"
+    if status == "deployed":
+        await session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.organization == organization, ModelVersion.name == name,
+                   ModelVersion.status == "deployed", ModelVersion.id != values["id"])
+            .values(status="deprecated", status_at=at, updated_at=func.now()))
+    stmt = insert(ModelVersion).values(organization=organization, status=status, status_at=at, **values)
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={"serving": stmt.excluded.serving, "model_id": stmt.excluded.model_id, "status": stmt.excluded.status,
+              "status_at": stmt.excluded.status_at, "updated_at": func.now()},
+        where=(ModelVersion.organization == organization)
+        & ((ModelVersion.status_at.is_(None)) | (ModelVersion.status_at <= at))))
+
+
+async def set_version_status(session: AsyncSession, organization: str, version_id: uuid.UUID, status: str) -> None:
+    await session.execute(update(ModelVersion).where(ModelVersion.organization == organization,
+                                                     ModelVersion.id == version_id)
+                          .values(status=status, updated_at=func.now()))
+
+
+async def versions(session: AsyncSession, organization: str, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, ModelVersion]:
+    stmt = select(ModelVersion).where(ModelVersion.organization == organization, ModelVersion.id.in_(list(ids)))
+    return {v.id: v for v in (await session.execute(stmt)).scalars()}
+
+
+async def deployed_version(session: AsyncSession, organization: str, name: str) -> ModelVersion | None:
+    stmt = select(ModelVersion).where(ModelVersion.organization == organization, ModelVersion.name == name,
+                                      ModelVersion.status == "deployed")
+    return (await session.execute(stmt)).scalars().first()
+
+
+async def model_names(session: AsyncSession, organization: str) -> list[str]:
+    stmt = (select(ModelVersion.name).where(ModelVersion.organization == organization,
+                                            ModelVersion.status != "archived")
+            .distinct().order_by(ModelVersion.name))
+    return list((await session.execute(stmt)).scalars())
+
+
+# ---- experiments ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExperimentFilter:
+    status: str | None = None
+    model_name: str | None = None
+    winner: str | None = None
+
+
+async def add_experiment(session: AsyncSession, row: Experiment) -> None:
+    session.add(row)
+    await session.flush()
+
+
+async def get_experiment(session: AsyncSession, organization: str, experiment_id: uuid.UUID, *,
+                         for_update: bool = False) -> Experiment | None:
+    stmt = select(Experiment).where(Experiment.organization == organization, Experiment.id == experiment_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def experiments_by_id(session: AsyncSession, ids: Iterable[uuid.UUID], *,
+                            for_update: bool = False) -> list[Experiment]:
+    stmt = select(Experiment).where(Experiment.id.in_(list(ids))).order_by(Experiment.id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return list((await session.execute(stmt)).scalars())
+
+
+async def live_experiment(session: AsyncSession, organization: str, model_name: str) -> Experiment | None:
+    stmt = select(Experiment).where(Experiment.organization == organization, Experiment.model_name == model_name,
+                                    Experiment.status.in_(LIVE_STATUSES))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def list_experiments(session: AsyncSession, organization: str, filters: ExperimentFilter, limit: int,
+                           after: tuple[datetime, uuid.UUID] | None) -> Sequence[Experiment]:
+    stmt = select(Experiment).where(Experiment.organization == organization)
+    if filters.status:
+        stmt = stmt.where(Experiment.status == filters.status)
+    if filters.model_name:
+        stmt = stmt.where(Experiment.model_name == filters.model_name)
+    if filters.winner:
+        stmt = stmt.where(Experiment.winner == filters.winner)
+    if after:
+        stmt = stmt.where(tuple_(Experiment.created_at, Experiment.id) < tuple_(*after))
+    stmt = stmt.order_by(Experiment.created_at.desc(), Experiment.id.desc()).limit(limit + 1)
+    return list((await session.execute(stmt)).scalars())
+
+
+# ---- exposures and outcomes -------------------------------------------------------------------------
+
+async def record_exposures(session: AsyncSession, rows: Sequence[tuple[uuid.UUID, str, str]]) -> None:
+    """First exposures of (experiment, unit, variant), in one statement; the units per variant grow by
+    the ones that were new."""
+    if not rows:
+        return
+    unique = list({(e, u): (e, u, v) for e, u, v in rows}.values())
+    stmt = (insert(Exposure).values([{"experiment_id": e, "unit": u, "variant": v} for e, u, v in unique])
+            .on_conflict_do_nothing().returning(Exposure.experiment_id, Exposure.variant))
+    counts: dict[tuple[uuid.UUID, str], int] = {}
+    for experiment_id, variant in (await session.execute(stmt)).all():
+        counts[(experiment_id, variant)] = counts.get((experiment_id, variant), 0) + 1
+    if counts:
+        ins = insert(VariantUnits).values([{"experiment_id": e, "variant": v, "units": n}
+                                           for (e, v), n in sorted(counts.items())])
+        await session.execute(ins.on_conflict_do_update(
+            index_elements=["experiment_id", "variant"], set_={"units": VariantUnits.units + ins.excluded.units}))
+
+
+async def add_outcomes(session: AsyncSession, tallies: dict[tuple[uuid.UUID, str, str], domain.Tally]) -> None:
+    """Adds tallies (experiment, variant, metric) -> Tally to the running statistics."""
+    if not tallies:
+        return
+    values = [{"experiment_id": e, "variant": v, "metric": m, "n": t.n, "total": t.total, "total_sq": t.total_sq,
+               "levels": t.levels} for (e, v, m), t in sorted(tallies.items())]
+    ins = insert(OutcomeStats).values(values)
+    await session.execute(ins.on_conflict_do_update(
+        index_elements=["experiment_id", "variant", "metric"],
+        set_={"n": OutcomeStats.n + ins.excluded.n, "total": OutcomeStats.total + ins.excluded.total,
+              "total_sq": OutcomeStats.total_sq + ins.excluded.total_sq,
+              "levels": ADD_LEVELS}))
+
+
+async def variant_data(session: AsyncSession, experiment_id: uuid.UUID) -> dict[str, domain.VariantData]:
+    units = {v: n for v, n in (await session.execute(
+        select(VariantUnits.variant, VariantUnits.units).where(VariantUnits.experiment_id == experiment_id))).all()}
+    tallies: dict[str, dict[str, domain.Tally]] = {v: {} for v in domain.VARIANTS}
+    rows = await session.execute(select(OutcomeStats).where(OutcomeStats.experiment_id == experiment_id))
+    for row in rows.scalars():
+        tallies.setdefault(row.variant, {})[row.metric] = domain.Tally(row.n, row.total, row.total_sq, list(row.levels))
+    return {v: domain.VariantData(units.get(v, 0), tallies.get(v, {})) for v in domain.VARIANTS}
+
+
+async def add_served(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(ServedResponse).values(list(rows)).on_conflict_do_nothing())
+
+
+async def served(session: AsyncSession, organization: str, response_ids: Iterable[str]) -> dict[str, ServedResponse]:
+    stmt = select(ServedResponse).where(ServedResponse.organization == organization,
+                                        ServedResponse.response_id.in_(list(response_ids)))
+    return {r.response_id: r for r in (await session.execute(stmt)).scalars()}

@@ -1,0 +1,71 @@
+"""A local OpenAI-compatible chat server, as vLLM or Ollama would be: answers `POST
+/v1/chat/completions` (streamed or not) with a text naming the model it was asked for, so a test
+sees which version served it. `down` makes it answer 503 (a backend in trouble)."""
+
+import json
+import threading
+import time
+import uuid
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from shared.infra import free_port
+
+
+class ChatFake:
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.down = False
+        self.requests: list[dict] = []
+        self._server: uvicorn.Server | None = None
+
+    def start(self) -> "ChatFake":
+        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        threading.Thread(target=self._server.run, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("chat fake did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.should_exit = True
+
+    def _app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/v1/chat/completions")
+        async def completions(request: Request):
+            body = await request.json()
+            self.requests.append(body)
+            if self.down:
+                return JSONResponse({"error": {"message": "overloaded", "type": "server_error", "param": None,
+                                               "code": None}}, status_code=503)
+            text = f"answer from {body['model']}"
+            ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+            usage = {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
+            if body.get("stream"):
+                def events():
+                    base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": body["model"]}
+                    def chunk(delta, finish_reason=None):
+                        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+                        return f"data: {json.dumps(base | {'choices': [choice]})}\n\n"
+
+                    for i, word in enumerate(text.split(" ")):
+                        yield chunk({"role": "assistant", "content": word} if i == 0 else {"content": " " + word})
+                    yield chunk({}, "stop")
+                    yield "data: [DONE]\n\n"
+
+                return StreamingResponse(events(), media_type="text/event-stream")
+            return {"id": ident, "object": "chat.completion", "created": created, "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                                 "logprobs": None, "finish_reason": "stop"}],
+                    "usage": usage}
+
+        return app
