@@ -153,6 +153,10 @@ async def update(uow: UnitOfWork, organization: str, model_version_id: uuid.UUID
     row = await _locked(uow, organization, model_version_id)
     if row.status == domain.ARCHIVED:
         raise Conflict(f"{row.name} {row.version} is archived and cannot be changed")
+    if row.status == domain.DEPLOYED and (changes.serving is not None or changes.deployment_config is not None):
+        # Routers were told how to call it by ModelDeployed; they would not hear of a change made here.
+        raise Conflict(f"{row.name} {row.version} is deployed: register and deploy a new version to change "
+                       "how it is called or configured")
     if changes.version or changes.bump:
         current = domain.Version(row.major, row.minor, row.patch)
         if changes.version:

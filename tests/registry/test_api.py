@@ -206,6 +206,9 @@ async def test_bad_input_is_refused_and_changes_nothing(api, registry_db, make_k
     assert no_history.status_code == 409  # nothing deployed yet
 
     assert (await api.post(f"/api/models/{v2['id']}/deploy", headers=admin)).status_code == 200
+    moved = await api.patch(f"/api/models/{v2['id']}", headers=curator,
+                            json={"serving": {"kind": "openai", "model": "ft:elsewhere"}})
+    assert moved.status_code == 409  # routers were told how to call it; a change would not reach them
     archive_live = await api.post(f"/api/models/{v2['id']}/archive", headers=curator)
     assert archive_live.status_code == 409 and "deployed" in archive_live.json()["message"]
     assert (await api.post(f"/api/models/{v1['id']}/archive", headers=curator,
