@@ -8,7 +8,7 @@ FastStream only after that commit (AckPolicy.NACK_ON_ERROR); a failure seeks bac
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -85,9 +85,19 @@ class WrongEventType(ValueError):
     """A well-formed event of another type than the topic carries: it can never be processed here."""
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a topic's messages go: a batch handler, and the one event type it takes (others are
+    dead-lettered; None takes any known event)."""
+
+    handler: BatchHandler
+    accepts: type[Event] | None = None
+
+
 class IdempotentConsumer:
-    """Subscribes one handler to one topic in a consumer group named after the service. With
-    `accepts`, only events of that type reach the handler; others are dead-lettered."""
+    """Subscribes a service's handlers, one per topic, as ONE member of the consumer group named
+    after the service (rlhf.<service>): one consumer per process, so joining the group is one
+    member's join, not a rebalance among several (slow on Tansu)."""
 
     def __init__(
         self,
@@ -96,9 +106,7 @@ class IdempotentConsumer:
         processed: Table,
         *,
         service: str,
-        topic: str,
-        handler: BatchHandler,
-        accepts: type[Event] | None = None,
+        routes: Mapping[str, Route],
         max_records: int = 500,
         max_retries: int = 5,
         retry_backoff: float = 0.2,
@@ -109,9 +117,7 @@ class IdempotentConsumer:
         self.broker = broker
         self.processed = processed
         self.service = service
-        self.topic = topic
-        self.handler = handler
-        self.accepts = accepts
+        self.routes = dict(routes)
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.group_id = f"rlhf.{service}"
@@ -121,7 +127,7 @@ class IdempotentConsumer:
             "SELECT unnest(:ids), :topic ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         ).bindparams(bindparam("ids", type_=ARRAY(UUID(as_uuid=True))))
         broker.subscriber(
-            topic,
+            *self.routes,
             group_id=self.group_id,
             batch=True,
             max_records=max_records,
@@ -138,14 +144,21 @@ class IdempotentConsumer:
         failpoint("consumer.after_db_commit")  # the effect is committed, the offset not yet
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
+        by_topic: dict[str, list[ConsumerRecord]] = {}
+        for record in records:
+            by_topic.setdefault(record.topic, []).append(record)
+        for topic, topic_records in by_topic.items():
+            await self._process_topic(topic, self.routes[topic], topic_records)
+
+    async def _process_topic(self, topic: str, route: Route, records: Sequence[ConsumerRecord]) -> None:
         good: list[tuple[ConsumerRecord, Delivery]] = []
         for record in records:
             try:
                 delivery = decode_record(record)
-                if self.accepts and not isinstance(delivery.event, self.accepts):
+                if route.accepts and not isinstance(delivery.event, route.accepts):
                     raise WrongEventType(
                         f"{delivery.envelope.type} v{delivery.envelope.version} on a topic of "
-                        f"{self.accepts.type_name} v{self.accepts.version}"
+                        f"{route.accepts.type_name} v{route.accepts.version}"
                     )
                 good.append((record, delivery))
             except (ValueError, ValidationError, UnknownEvent) as exc:
@@ -153,7 +166,7 @@ class IdempotentConsumer:
         if not good:
             return
         try:
-            await self._apply_with_retries([d for _, d in good])
+            await self._apply_with_retries(topic, route, [d for _, d in good])
         except Exception as exc:
             if is_transient(exc):
                 raise  # nack: the batch is redelivered, nothing is lost
@@ -163,27 +176,27 @@ class IdempotentConsumer:
             # Something in the batch can never be applied: isolate it, one message at a time.
             for record, delivery in good:
                 try:
-                    await self._apply_with_retries([delivery])
+                    await self._apply_with_retries(topic, route, [delivery])
                 except Exception as one_exc:
                     if is_transient(one_exc):
                         raise
                     await self.dead_letter(record, one_exc)
 
-    async def _apply_with_retries(self, deliveries: list[Delivery]) -> None:
+    async def _apply_with_retries(self, topic: str, route: Route, deliveries: list[Delivery]) -> None:
         for attempt in range(self.max_retries + 1):
             try:
-                await self._apply(deliveries)
+                await self._apply(topic, route, deliveries)
                 return
             except Exception as exc:
                 if not is_transient(exc) or attempt == self.max_retries:
                     raise
-                EVENTS_FAILED.labels(self.service, self.topic, "transient").inc()
+                EVENTS_FAILED.labels(self.service, topic, "transient").inc()
                 log.warning("transient error, retrying", attempt=attempt + 1, error=str(exc))
                 await asyncio.sleep(self.retry_backoff * 2**attempt)
 
-    async def _apply(self, deliveries: list[Delivery]) -> None:
+    async def _apply(self, topic: str, route: Route, deliveries: list[Delivery]) -> None:
         async with self.db.unit_of_work() as uow:
-            claimed = await self._claim(uow, [d.envelope.event_id for d in deliveries])
+            claimed = await self._claim(uow, topic, [d.envelope.event_id for d in deliveries])
             fresh: list[Delivery] = []
             for delivery in deliveries:
                 if delivery.envelope.event_id in claimed:
@@ -191,13 +204,13 @@ class IdempotentConsumer:
                     fresh.append(delivery)
             if fresh:
                 with structlog.contextvars.bound_contextvars(correlation_id=fresh[0].envelope.correlation_id):
-                    await self.handler(uow, fresh)
-        EVENTS_CONSUMED.labels(self.service, self.topic, "processed").inc(len(fresh))
-        EVENTS_CONSUMED.labels(self.service, self.topic, "duplicate").inc(len(deliveries) - len(fresh))
+                    await route.handler(uow, fresh)
+        EVENTS_CONSUMED.labels(self.service, topic, "processed").inc(len(fresh))
+        EVENTS_CONSUMED.labels(self.service, topic, "duplicate").inc(len(deliveries) - len(fresh))
 
-    async def _claim(self, uow: UnitOfWork, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    async def _claim(self, uow: UnitOfWork, topic: str, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         """Record the event ids in this transaction; returns the ones not processed before."""
-        rows = await uow.session.execute(self._claim_sql, {"ids": list(dict.fromkeys(event_ids)), "topic": self.topic})
+        rows = await uow.session.execute(self._claim_sql, {"ids": list(dict.fromkeys(event_ids)), "topic": topic})
         return set(rows.scalars())
 
     async def dead_letter(self, record: ConsumerRecord, exc: BaseException) -> None:
@@ -214,8 +227,8 @@ class IdempotentConsumer:
             }
         )
         await self.broker.publish(record.value or b"", topic=dlq_topic(record.topic), key=record.key, headers=headers)
-        EVENTS_CONSUMED.labels(self.service, self.topic, "dead_lettered").inc()
-        EVENTS_FAILED.labels(self.service, self.topic, type(exc).__name__).inc()
+        EVENTS_CONSUMED.labels(self.service, record.topic, "dead_lettered").inc()
+        EVENTS_FAILED.labels(self.service, record.topic, type(exc).__name__).inc()
         log.warning("message dead-lettered", topic=record.topic, offset=record.offset, reason=reason)
 
 

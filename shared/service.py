@@ -23,7 +23,7 @@ from sqlalchemy import MetaData, Table
 
 from shared import auth
 from shared.auth import KeyVerifier
-from shared.consumer import BatchHandler, IdempotentConsumer, consumer_options
+from shared.consumer import BatchHandler, IdempotentConsumer, Route, consumer_options
 from shared.db import Database
 from shared.events import Event, dlq_topic
 from shared.http import create_app
@@ -90,18 +90,17 @@ class ServiceSpec:
     def url(self) -> str:
         return os.environ.get(self.url_variable) or f"http://127.0.0.1:{self.port}"
 
-    def register_consumers(self, db: Database, broker: KafkaBroker, settings: Settings) -> list[IdempotentConsumer]:
-        consumers = []
-        for event_type, target in self.subscriptions.items():
-            sub = target if isinstance(target, Subscription) else Subscription(target)
-            overrides = {"max_records": sub.max_records} if sub.max_records else {}
-            consumers.append(
-                IdempotentConsumer(
-                    db, broker, self.processed_events, service=self.name, topic=event_type.topic(),
-                    handler=sub.handler, accepts=event_type, **consumer_options(settings, **overrides),
-                )
-            )
-        return consumers
+    def register_consumers(self, db: Database, broker: KafkaBroker, settings: Settings) -> IdempotentConsumer | None:
+        """One consumer for all the service's subscriptions (batches as small as the smallest asks)."""
+        if not self.subscriptions:
+            return None
+        subs = {t: s if isinstance(s, Subscription) else Subscription(s) for t, s in self.subscriptions.items()}
+        limits = [s.max_records for s in subs.values() if s.max_records]
+        return IdempotentConsumer(
+            db, broker, self.processed_events, service=self.name,
+            routes={event_type.topic(): Route(sub.handler, event_type) for event_type, sub in subs.items()},
+            **consumer_options(settings, **({"max_records": min(limits)} if limits else {})),
+        )
 
 
 SERVICES_VARIABLE = "RLHF_SERVICES"

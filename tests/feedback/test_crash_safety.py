@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from rlhf.stack import migrate_all
 from services.feedback.main import SPEC
 from services.feedback.models import Feedback, outbox
-from shared.consumer import IdempotentConsumer, processed_events_table
+from shared.consumer import IdempotentConsumer, Route, processed_events_table
 from shared.db import Database
 from shared.events import FeedbackReceived, FeedbackSubmitted
 from shared.infra import ensure_topics
@@ -177,8 +177,9 @@ async def _run_downstream_consumer(env, *, expected: int) -> tuple[int, int]:
         )
 
     broker = KafkaBroker(env["bootstrap"], enable_idempotence=False, logger=None)
-    IdempotentConsumer(db, broker, processed, service="downstream", topic=FeedbackReceived.topic(),
-                       handler=record_effect, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    IdempotentConsumer(db, broker, processed, service="downstream",
+                       routes={FeedbackReceived.topic(): Route(record_effect)},
+                       session_timeout_ms=6000, heartbeat_interval_ms=1000)
     await broker.start()
     try:
         # The duplicates are all in the topic already: once a marker behind them on every partition

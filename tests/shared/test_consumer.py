@@ -10,7 +10,7 @@ from sqlalchemy import Column, MetaData, Table, Text, func, select, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import OperationalError
 
-from shared.consumer import IdempotentConsumer, PoisonMessage, processed_events_table
+from shared.consumer import IdempotentConsumer, PoisonMessage, Route, processed_events_table
 from shared.db import Database
 from shared.events import FeedbackSubmitted, dlq_topic
 from shared.infra import ensure_topics
@@ -42,7 +42,7 @@ async def scratch(migrated):
 async def run_consumer(migrated, scratch, handler):
     db, effects, processed, topic = scratch
     broker = KafkaBroker(migrated.kafka_bootstrap, enable_idempotence=False, logger=None)
-    IdempotentConsumer(db, broker, processed, service=f"test-{uuid.uuid4().hex[:6]}", topic=topic, handler=handler,
+    IdempotentConsumer(db, broker, processed, service=f"test-{uuid.uuid4().hex[:6]}", routes={topic: Route(handler)},
                        retry_backoff=0.01, session_timeout_ms=6000, heartbeat_interval_ms=1000)
     await broker.start()
     return broker
