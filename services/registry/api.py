@@ -18,9 +18,8 @@ from services.registry.schemas import (
     PolicyOut,
     ReasonBody,
 )
-from shared.errors import Invalid
 from shared.http import DB, Admin, CorrelationId, Curator, Viewer
-from shared.paging import created_cursor, decode_cursor, page_of
+from shared.paging import InvalidCursor, created_cursor, decode_cursor, page_of
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
@@ -132,7 +131,7 @@ async def lineage(model_version_id: uuid.UUID, principal: Viewer, database: DB,
                   cursor: str | None = Query(default=None, max_length=20)):
     """version -> job -> dataset export -> preference pairs -> feedback ids (pairs paged by `cursor`)."""
     if cursor is not None and not cursor.isdigit():
-        raise Invalid("cursor", "cursor is not one this API returned")
+        raise InvalidCursor("cursor is not one this API returned")
     async with database.read() as session:
         return await handlers.lineage(session, principal.organization, model_version_id, limit=limit,
                                       offset=int(cursor or 0))

@@ -28,6 +28,7 @@ from shared.events import (
     ModelRolledBack,
 )
 from shared.objectstore import ObjectNotFound, default_store
+from shared.paging import InvalidCursor
 
 SERVICE = "registry"
 MAX_NAME = 200
@@ -334,17 +335,34 @@ def sources_url(export: dict[str, Any]) -> str | None:
     return manifest.rsplit("/", 1)[0] + "/sources.jsonl" if manifest else None
 
 
-def read_sources(url: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
-    """Entries [offset, offset + limit) of a sources.jsonl, and whether more follow."""
+def read_sources(url: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """Up to `limit` entries of a sources.jsonl from byte `offset` (the start of a line), and the
+    byte offset of the next page (None at the end): a page costs its own lines, not the file's."""
     entries: list[dict[str, Any]] = []
     with default_store().open(url) as src:
-        for number, line in enumerate(src):
-            if number < offset or not line.strip():
-                continue
+        if offset:
+            _skip(src, offset - 1)
+            if src.read(1) != b"\n":
+                raise InvalidCursor("cursor is not one this API returned")
+        position = offset
+        for line in src:
             if len(entries) == limit:
-                return entries, True
-            entries.append(json.loads(line))
-    return entries, False
+                return entries, position
+            position += len(line)
+            if line.strip():
+                entries.append(json.loads(line))
+    return entries, None
+
+
+def _skip(src, count: int) -> None:
+    if getattr(src, "seekable", lambda: False)():
+        src.seek(count)
+        return
+    while count > 0:  # a stream (S3): read past, without parsing
+        chunk = src.read(min(count, 1 << 20))
+        if not chunk:
+            return
+        count -= len(chunk)
 
 
 async def lineage(session, organization: str, model_version_id: uuid.UUID, *, limit: int,
@@ -368,12 +386,12 @@ async def lineage(session, organization: str, model_version_id: uuid.UUID, *, li
     if url is None:
         return result
     try:
-        entries, more = await asyncio.to_thread(read_sources, url, offset, limit)
+        entries, next_offset = await asyncio.to_thread(read_sources, url, offset, limit)
     except ObjectNotFound:
         result["dataset"]["sources_missing"] = True
         return result
     result["pairs"] = [{"id": e.get("id"), "split": e.get("split"), "feedback_ids": e.get("feedback_ids") or []}
                        for e in entries]
     result["feedback_ids"] = list(dict.fromkeys(f for e in result["pairs"] for f in e["feedback_ids"]))
-    result["next_cursor"] = str(offset + len(entries)) if more else None
+    result["next_cursor"] = str(next_offset) if next_offset is not None else None
     return result

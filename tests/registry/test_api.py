@@ -308,5 +308,6 @@ async def test_lineage_reaches_the_feedback_ids_of_the_export(api, registry_db, 
     pairs = page["pairs"] + rest["pairs"]
     assert [p["id"] for p in pairs] == [e["id"] for e in entries]
     assert page["feedback_ids"] + rest["feedback_ids"] == [f for e in entries for f in e["feedback_ids"]]
-    assert (await api.get(f"/api/models/{version['id']}/lineage", headers=viewer,
-                          params={"cursor": "x"})).status_code == 422
+    for cursor in ("x", "5", "999999"):  # not a number; inside a line; past the end
+        assert (await api.get(f"/api/models/{version['id']}/lineage", headers=viewer,
+                              params={"cursor": cursor})).status_code == 400
