@@ -1,6 +1,6 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { api, ApiError, ok, storedKey, storeKey, whenUnauthorized, type Me } from "./api/client";
+import { api, ApiError, ok, storedKey, storedMe, storeKey, storeMe, whenUnauthorized, type Me } from "./api/client";
 import { Badge, Button } from "./components/ui";
 import { PANELS } from "./panels";
 import { SessionContext, sessionFor } from "./session";
@@ -28,7 +28,9 @@ function SignIn({ onSignedIn, reason }: { onSignedIn: (me: Me) => void; reason: 
     setBusy(true);
     storeKey(key.trim());
     try {
-      onSignedIn(await ok(api.GET("/api/feedback/me")));
+      const me = await ok(api.GET("/api/feedback/me"));
+      storeMe(me);
+      onSignedIn(me);
     } catch (err) {
       storeKey(null);
       setError(err instanceof ApiError && err.status === 401 ? "That key is not valid (or has been revoked)." : String(err));
@@ -66,8 +68,8 @@ interface Toast {
 }
 
 function App() {
-  const [me, setMe] = useState<Me | null>(null);
-  const [checking, setChecking] = useState(Boolean(storedKey()));
+  const [me, setMe] = useState<Me | null>(storedMe());
+  const [checking, setChecking] = useState(Boolean(storedKey()) && !storedMe());
   const [reason, setReason] = useState<string | null>(null);
   const [path, setPath] = useState(currentPath());
   const [toasts, setToasts] = useState<Toast[]>([]);
@@ -82,8 +84,14 @@ function App() {
     });
     if (storedKey()) {
       ok(api.GET("/api/feedback/me"))
-        .then(setMe)
-        .catch(() => storeKey(null))
+        .then((fresh) => {
+          storeMe(fresh);
+          setMe(fresh);
+        })
+        .catch(() => {
+          storeKey(null);
+          setMe(null);
+        })
         .finally(() => setChecking(false));
     }
     return () => window.removeEventListener("hashchange", onHash);

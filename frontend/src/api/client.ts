@@ -24,7 +24,20 @@ export function storedKey(): string | null {
 
 export function storeKey(key: string | null): void {
   if (key) sessionStorage.setItem(KEY_STORAGE, key);
-  else sessionStorage.removeItem(KEY_STORAGE);
+  else sessionStorage.clear(); // signing out forgets everything this tab kept
+}
+
+const ME_STORAGE = "rlhf.me";
+
+/** Who the stored key was, last time the gateway said: a reload draws the panels at once and
+ * checks the key again in the background (the services authorize every call anyway). */
+export function storedMe(): Me | null {
+  const raw = sessionStorage.getItem(ME_STORAGE);
+  return raw && storedKey() ? (JSON.parse(raw) as Me) : null;
+}
+
+export function storeMe(me: Me): void {
+  sessionStorage.setItem(ME_STORAGE, JSON.stringify(me));
 }
 
 /** What every error answer of the services carries: a code, a message, and per-field errors. */

@@ -1289,14 +1289,18 @@ export interface components {
             /** Items */
             items: components["schemas"]["FeedbackCreate"][];
         };
-        /** FeedbackCreate */
+        /**
+         * FeedbackCreate
+         * @description Feedback as submitted over HTTP: query and response may be left out when `response_id` names
+         *     an answer the router served (they, the model, experiment, variant and latency come from it).
+         */
         FeedbackCreate: {
             /** Session Id */
             session_id?: string | null;
             /** Query */
-            query: string;
+            query?: string | null;
             /** Response */
-            response: string;
+            response?: string | null;
             /**
              * Feedback Type
              * @enum {string}

@@ -32,13 +32,20 @@ export function PairEditor() {
   const { can } = useSession();
   const datasets = usePoll(() => ok(api.GET("/api/training-datasets", { params: { query: { limit: 200 } } })), 5000, []);
   const pairDatasets = (datasets.data?.items ?? []).filter((d) => d.dataset_type !== "instruction_tuning" && d.status !== "archived");
-  const [datasetId, setDatasetId] = useState<string>("");
+  // The dataset last worked on in this tab: its pairs load alongside the dataset list.
+  const [datasetId, setDatasetIdState] = useState<string>(sessionStorage.getItem("rlhf.pairs.dataset") ?? "");
+  const setDatasetId = (id: string) => {
+    sessionStorage.setItem("rlhf.pairs.dataset", id);
+    setDatasetIdState(id);
+  };
   const [search, setSearch] = useState("");
   const q = useDebounced(search.trim(), 250);
   const [editing, setEditing] = useState<Pair | "new" | null>(null);
 
   useEffect(() => {
-    if (!datasetId && pairDatasets.length) setDatasetId(pairDatasets[0].id);
+    // The newest dataset that has pairs, or else the newest.
+    if (datasets.data && datasetId && !pairDatasets.some((d) => d.id === datasetId)) setDatasetId("");
+    else if (!datasetId && pairDatasets.length) setDatasetId((pairDatasets.find((d) => d.sample_count > 0) ?? pairDatasets[0]).id);
   }, [pairDatasets.length]);
 
   const pairs = usePoll(
