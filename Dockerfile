@@ -1,6 +1,14 @@
 # syntax=docker/dockerfile:1
 # One image for every Betabase RLHF service; docker-compose.yml picks the
 # service with `command:` (default: the feedback service).
+# The Curate UI, built by npm into what becomes the gateway's package data (services/gateway/static).
+FROM node:20-slim AS ui
+WORKDIR /src
+COPY frontend/package.json frontend/package-lock.json frontend/
+RUN cd frontend && npm ci --no-audit --no-fund
+COPY frontend frontend
+RUN cd frontend && npm run build
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -17,6 +25,7 @@ WORKDIR /app
 # EXTRAS="[train]" builds the training image with torch, transformers, trl and peft for local LoRA runs.
 ARG EXTRAS=""
 COPY --chown=rlhf:rlhf . /app
+COPY --from=ui --chown=rlhf:rlhf /src/services/gateway/static /app/services/gateway/static
 RUN pip install --no-cache-dir ".${EXTRAS}" \
     && rm -rf /app/build /app/*.egg-info
 
