@@ -12,7 +12,9 @@ within retention before anything new, then leaves the marker. Consumers drop wha
 """
 
 import asyncio
+import math
 import random
+import time
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, Table, Text, func, text
@@ -117,15 +120,24 @@ def kafka_headers(row) -> list[tuple[str, bytes]]:
     ]
 
 
+def wakeup_channel(schema: str) -> str:
+    """The PostgreSQL NOTIFY channel on which a commit that wrote outbox rows wakes the relays."""
+    return f"rlhf_outbox_{schema}"
+
+
 class OutboxWriter:
-    """Adds events to the outbox inside the caller's transaction."""
+    """Adds events to the outbox inside the caller's transaction, and a NOTIFY that PostgreSQL
+    delivers when (and only if) it commits, so an idle relay publishes at once instead of at its
+    next poll."""
 
     def __init__(self, *, schema: str, producer: str):
         self.schema = schema
         self.producer = producer
+        self._notify = text(f'NOTIFY "{wakeup_channel(schema)}"')
 
     async def write(self, session: AsyncSession, messages: Sequence[OutboxMessage]) -> None:
         await copy_or_insert(session, self.schema, "outbox", OUTBOX_COLUMNS, [m.record() for m in messages])
+        await session.execute(self._notify)
 
 
 def crc32_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
@@ -154,7 +166,13 @@ def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
 
 class OutboxRelay:
     """Publishes unsent outbox rows in id order, a batch per transaction, with FOR UPDATE SKIP LOCKED
-    so that several relays can share one outbox without sending a row twice while both live."""
+    so that several relays can share one outbox without sending a row twice while both live.
+
+    Adaptive: under load a full batch is followed at once by the next; when idle the relay waits for
+    the writers' NOTIFY (publishing within milliseconds of a commit), polling every `poll_interval`
+    only if it cannot listen, and every IDLE_POLL seconds as a safety net when it can."""
+
+    IDLE_POLL = 1.0
 
     def __init__(
         self,
@@ -177,6 +195,9 @@ class OutboxRelay:
         self.retention_hours = retention_hours
         self.replay_on_fresh_broker = replay_on_fresh_broker
         self._stopping = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._listener = None  # the asyncpg connection LISTENing for writers' NOTIFY
+        self._listen_tried_at = -math.inf
         self._select = text(
             "SELECT id, event_id, topic, key, event_type, organization, correlation_id, envelope "
             f'FROM "{schema}".outbox WHERE published_at IS NULL ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED'
@@ -246,6 +267,7 @@ class OutboxRelay:
         housekeeping = asyncio.create_task(self._housekeeping())
         try:
             while not self._stopping.is_set():
+                self._wakeup.clear()  # before the batch's SELECT: a commit after it wakes the next wait
                 try:
                     sent = await self.relay_once()
                 except Exception:  # broker or database away: back off and try again, never die
@@ -253,12 +275,37 @@ class OutboxRelay:
                     sent = 0
                     await asyncio.sleep(1.0)
                 if sent < self.batch_size:
-                    try:
-                        await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
-                    except TimeoutError:
-                        pass
+                    await self._idle()
         finally:
             housekeeping.cancel()
+            await self._unlisten()
+
+    async def _idle(self) -> None:
+        listening = self._listener is not None and not self._listener.is_closed()
+        if not listening and time.monotonic() - self._listen_tried_at > 30.0:
+            await self._listen()
+        listening = self._listener is not None and not self._listener.is_closed()
+        timeout = self.IDLE_POLL if listening else self.poll_interval
+        stop, wake = asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait([stop, wake], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            wake.cancel()
+
+    async def _listen(self) -> None:
+        self._listen_tried_at = time.monotonic()
+        try:
+            dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._listener = await asyncpg.connect(dsn)
+            await self._listener.add_listener(wakeup_channel(self.schema), lambda *_: self._wakeup.set())
+        except Exception as exc:  # no LISTEN (e.g. a pooler in transaction mode): poll instead
+            log.warning("outbox relay cannot listen; polling", error=str(exc))
+            self._listener = None
+
+    async def _unlisten(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
 
     async def _housekeeping(self) -> None:
         while True:
