@@ -24,10 +24,9 @@ def route_table(specs: Iterable[ServiceSpec]) -> dict[str, str]:
 
 
 def upstream_for(routes: dict[str, str], path: str) -> str | None:
-    for prefix, url in routes.items():
-        if path == prefix or path.startswith(prefix + "/"):
-            return url
-    return None
+    """The service of the longest prefix that owns `path` (/api/models/ab-test before /api/models)."""
+    owners = [prefix for prefix in routes if path == prefix or path.startswith(prefix + "/")]
+    return routes[max(owners, key=len)] if owners else None
 
 
 def install(app: FastAPI, routes: dict[str, str]) -> None:
