@@ -6,4 +6,5 @@ SERVICES = (
     "services.curation.main",
     "services.training.main",
     "services.registry.main",
+    "services.experiments.main",
 )

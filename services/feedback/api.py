@@ -55,8 +55,9 @@ Filters = Annotated[repository.FeedbackFilter, Depends(filters)]
 @router.post("", status_code=201, response_model=FeedbackCreated)
 async def create_feedback(item: FeedbackCreate, principal: Viewer, database: DB, cid: CorrelationId):
     async with database.unit_of_work() as uow:
+        items = await handlers.attribute(uow.session, principal.organization, [item])
         ids = await handlers.store_feedback(
-            uow, principal.organization, [item], source="http", correlation_ids=[cid]
+            uow, principal.organization, items, source="http", correlation_ids=[cid]
         )
     return FeedbackCreated(ids=ids, count=1)
 
@@ -65,8 +66,9 @@ async def create_feedback(item: FeedbackCreate, principal: Viewer, database: DB,
 async def create_feedback_batch(batch: FeedbackBatch, principal: Viewer, database: DB, cid: CorrelationId):
     """All or nothing: one invalid item fails the whole batch (422 lists each item's errors)."""
     async with database.unit_of_work() as uow:
+        items = await handlers.attribute(uow.session, principal.organization, batch.items, batch=True)
         ids = await handlers.store_feedback(
-            uow, principal.organization, batch.items, source="http", correlation_ids=[cid] * len(batch.items)
+            uow, principal.organization, items, source="http", correlation_ids=[cid] * len(batch.items)
         )
     return FeedbackCreated(ids=ids, count=len(ids))
 

@@ -1,16 +1,17 @@
 """What the feedback service does, one function per purpose. Each runs inside a unit of work
 that its caller (api.py or consumers.py) opened; none commits or publishes by itself."""
 
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from services.feedback import domain, repository
 from services.feedback.models import Feedback
 from shared.consumer import Delivery
 from shared.db import UnitOfWork
-from shared.events import FeedbackFields, FeedbackReceived, FeedbackReviewed, FeedbackSubmitted
+from shared.events import FeedbackFields, FeedbackReceived, FeedbackReviewed, FeedbackSubmitted, ResponseServed
 from shared.observability import FEEDBACK_INGESTED
 
 
@@ -121,3 +122,51 @@ async def review_many(
         (updated if _apply(uow, row, changes, reviewer, correlation_id) else unchanged).append(row.id)
     not_found = [i for i in dict.fromkeys(ids) if i not in found]
     return updated, unchanged, not_found
+
+
+# ---- served responses: feedback that names only a response id ----------------------------------
+
+SERVED_RETENTION_DAYS = float(os.environ.get("RLHF_SERVED_RESPONSE_RETENTION_DAYS", "30"))
+
+
+async def keep_served_responses(uow: UnitOfWork, deliveries: Sequence[Delivery[ResponseServed]]) -> None:
+    """Answers the router served, kept (RLHF_SERVED_RESPONSE_RETENTION_DAYS, default 30) so that
+    feedback on them needs only their response id. Failed calls have no answer to rate."""
+    rows = []
+    for d in deliveries:
+        e = d.event
+        if e.error is not None or e.answer is None:
+            continue
+        rows.append({"organization": d.envelope.organization, "response_id": e.response_id,
+                     "query": domain.question_of(e.messages), "response": e.answer, "model_id": str(e.model_version_id),
+                     "model_name": e.model_name, "model_version": e.model_version,
+                     "experiment_id": str(e.experiment_id) if e.experiment_id else None, "variant": e.variant,
+                     "latency_ms": e.latency_ms, "served_at": e.served_at})
+    await repository.add_served(uow.session, rows)
+
+
+async def attribute(session, organization: str, items: Sequence[FeedbackFields], *,
+                    batch: bool = False) -> list[FeedbackFields]:
+    """Items that name a served response get what the client left out from it: query, response, model,
+    experiment, variant and latency. An item with neither the text nor a known response id is refused."""
+    wanted = {i.response_id for i in items if i.response_id}
+    served = await repository.served(session, organization, wanted) if wanted else {}
+    out = []
+    for index, item in enumerate(items):
+        row = served.get(item.response_id) if item.response_id else None
+        if row is None:
+            if not item.query or not item.response:
+                raise domain.UnknownResponse(item.response_id, "query" if not item.query else "response",
+                                             index if batch else None)
+            out.append(item)
+            continue
+        known = {"query": row.query, "response": row.response, "model_id": row.model_id,
+                 "experiment_id": row.experiment_id, "variant": row.variant, "latency_ms": row.latency_ms}
+        given = item.model_dump(include=set(FeedbackFields.model_fields), exclude_none=True)
+        out.append(FeedbackFields.model_validate(known | given))
+    return out
+
+
+async def prune_served_responses(uow: UnitOfWork) -> int:
+    cutoff = datetime.now(UTC) - timedelta(days=SERVED_RETENTION_DAYS)
+    return await repository.prune_served(uow.session, cutoff)

@@ -5,10 +5,10 @@
 
 from pathlib import Path
 
-from services.feedback import api, handlers
+from services.feedback import api, handlers, retention
 from services.feedback.models import Base
 from shared import service
-from shared.events import FeedbackReceived, FeedbackReviewed, FeedbackSubmitted
+from shared.events import FeedbackReceived, FeedbackReviewed, FeedbackSubmitted, ResponseServed
 from shared.settings import get_settings
 
 SPEC = service.ServiceSpec(
@@ -17,9 +17,11 @@ SPEC = service.ServiceSpec(
     metadata=Base.metadata,
     migrations=Path(__file__).parent / "migrations",
     routers=[api.router],
-    subscriptions={FeedbackSubmitted: handlers.store_submitted_feedback},
+    subscriptions={FeedbackSubmitted: handlers.store_submitted_feedback,
+                   ResponseServed: handlers.keep_served_responses},
     produces=[FeedbackReceived, FeedbackReviewed],
     large_body_paths={"/api/feedback/batch": get_settings().rlhf_max_batch_body_bytes},
+    background=[retention.prune_served_responses],
 )
 
 if __name__ == "__main__":

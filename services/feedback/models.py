@@ -54,6 +54,27 @@ class Feedback(Base):
     )
 
 
+class ServedResponse(Base):
+    """An answer the experiments service's router served (from ResponseServed), kept for a while so
+    that feedback may name only its response id."""
+
+    __tablename__ = "served_responses"
+
+    organization: Mapped[str] = mapped_column(Text, primary_key=True)
+    response_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    query: Mapped[str] = mapped_column(Text)
+    response: Mapped[str] = mapped_column(Text)
+    model_id: Mapped[str] = mapped_column(Text)  # the registry's version id
+    model_name: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str] = mapped_column(Text)
+    experiment_id: Mapped[str | None] = mapped_column(Text)
+    variant: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    served_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_served_responses_served_at", "served_at"),)
+
+
 outbox = outbox_table(Base.metadata)
 processed_events = processed_events_table(Base.metadata)
 

@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy import and_, delete, func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.feedback.models import FEEDBACK_COPY_COLUMNS, SCHEMA, Feedback
+from services.feedback.models import FEEDBACK_COPY_COLUMNS, SCHEMA, Feedback, ServedResponse
 from shared.bulk import copy_or_insert
 
 
@@ -105,3 +106,19 @@ async def stats(session: AsyncSession, organization: str, f: FeedbackFilter) -> 
 
 
 __all__ = ["FeedbackFilter", "add_many", "get", "get_many_for_update", "page", "stats"]
+
+
+async def add_served(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(ServedResponse).values(rows).on_conflict_do_nothing())
+
+
+async def served(session: AsyncSession, organization: str, response_ids) -> dict[str, ServedResponse]:
+    stmt = select(ServedResponse).where(ServedResponse.organization == organization,
+                                        ServedResponse.response_id.in_(list(response_ids)))
+    return {r.response_id: r for r in (await session.execute(stmt)).scalars()}
+
+
+async def prune_served(session: AsyncSession, before: datetime) -> int:
+    result = await session.execute(delete(ServedResponse).where(ServedResponse.served_at < before))
+    return result.rowcount or 0

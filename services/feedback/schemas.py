@@ -12,7 +12,13 @@ MAX_BATCH = 1000
 
 
 class FeedbackCreate(FeedbackFields):
+    """Feedback as submitted over HTTP: query and response may be left out when `response_id` names
+    an answer the router served (they, the model, experiment, variant and latency come from it)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    query: str | None = Field(default=None, min_length=1, max_length=100_000)  # type: ignore[assignment]
+    response: str | None = Field(default=None, min_length=1, max_length=100_000)  # type: ignore[assignment]
 
 
 class FeedbackBatch(BaseModel):

@@ -1,0 +1,117 @@
+"""The OpenAI-compatible router through the real `openai` SDK (in-process app, real database), with a
+local OpenAI-compatible server as the versions' backend: the deployed version without an experiment,
+sticky variants with one, streaming, response ids and headers, ResponseServed, OpenAI-shaped errors."""
+
+import httpx
+import openai
+import orjson
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+
+from services.experiments.main import SPEC
+from shared.service import build_app
+from tests.experiments.conftest import two_versions
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def app(experiments_db, settings):
+    app = build_app(SPEC, experiments_db, settings)
+    yield app
+    if getattr(app.state, "experiments_batcher", None):
+        await app.state.experiments_batcher.drain()
+
+
+@pytest_asyncio.fixture
+async def sdk(app, make_key, org):
+    """An OpenAI client whose key is an RLHF API key, pointed at the router."""
+    key = (await make_key(org, "viewer"))["Authorization"].removeprefix("Bearer ")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    async with openai.AsyncOpenAI(base_url="http://experiments/v1", api_key=key, http_client=http,
+                                  max_retries=0) as client:
+        yield client
+
+
+async def served_events(db, organization: str) -> list[dict]:
+    async with db.read() as session:
+        rows = await session.execute(text("SELECT envelope FROM experiments.outbox WHERE organization = :o "
+                                          "AND event_type = 'ResponseServed' ORDER BY id"), {"o": organization})
+        return [orjson.loads(r[0])["payload"] for r in rows]
+
+
+ASK = [{"role": "user", "content": "How do I reset my password?"}]
+
+
+async def test_without_an_experiment_the_deployed_version_answers(sdk, app, experiments_db, chat_backend, org):
+    v1, _ = await two_versions(experiments_db, org, chat_backend.url)
+    raw = await sdk.chat.completions.with_raw_response.create(model="support-bot", messages=ASK)
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "answer from support-bot-v1"
+    assert completion.id.startswith("chatcmpl-rlhf-") and completion.model == "support-bot"
+    assert raw.headers["x-rlhf-model-version"] == "1.0.0" and "x-rlhf-experiment" not in raw.headers
+    assert float(raw.headers["x-rlhf-overhead-ms"]) >= 0
+    models = await sdk.models.list()
+    assert [m.id for m in models.data] == ["support-bot"]
+    await app.state.experiments_batcher.drain()
+    [event] = await served_events(experiments_db, org)
+    assert (event["response_id"], event["model_version"], event["experiment_id"]) == (completion.id, "1.0.0", None)
+    assert event["messages"] == ASK and event["answer"] == "answer from support-bot-v1"
+    assert (event["prompt_tokens"], event["completion_tokens"]) == (7, 4)
+
+
+async def test_an_experiment_splits_users_stickily_streamed_or_not(sdk, app, experiments_db, chat_backend, make_key,
+                                                                    org):
+    v1, v2 = await two_versions(experiments_db, org, chat_backend.url)
+    curator = await make_key(org, "curator")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://experiments")
+    exp = (await http.post("/api/experiments", headers=curator, json={
+        "name": "v2 vs v1", "control_model_id": str(v1.model_version_id),
+        "treatment_model_id": str(v2.model_version_id), "traffic_split": 0.5,
+        "success_metrics": [{"name": "thumbs_up_rate"}]})).json()
+
+    seen = {}
+    for i in range(30):
+        raw = await sdk.chat.completions.with_raw_response.create(model="support-bot", messages=ASK, user=f"user-{i}")
+        answer = raw.parse().choices[0].message.content
+        variant = raw.headers["x-rlhf-variant"]
+        assert raw.headers["x-rlhf-experiment"] == exp["id"]
+        assert answer == {"control": "answer from support-bot-v1", "treatment": "answer from support-bot-v2"}[variant]
+        seen[f"user-{i}"] = variant
+    assert set(seen.values()) == {"control", "treatment"}
+
+    for unit, variant in list(seen.items())[:6]:  # streamed, the same user keeps the same variant
+        stream = await sdk.chat.completions.create(model="support-bot", messages=ASK, user=unit, stream=True)
+        chunks = [c async for c in stream]
+        text_ = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text_ == f"answer from support-bot-{'v2' if variant == 'treatment' else 'v1'}"
+        assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-rlhf-")
+
+    by_header = await sdk.chat.completions.with_raw_response.create(
+        model="support-bot", messages=ASK, extra_headers={"X-RLHF-Unit": "user-3"})
+    assert by_header.headers["x-rlhf-variant"] == seen["user-3"]
+
+    await app.state.experiments_batcher.drain()
+    events = await served_events(experiments_db, org)
+    assert len(events) == 37 and {e["experiment_id"] for e in events} == {exp["id"]}
+    assert all(e["variant"] == seen[e["unit"]] for e in events)
+    streamed = [e for e in events if e["answer"] and e["unit"] in list(seen)[:6]]
+    assert streamed and all(e["answer"].startswith("answer from") for e in streamed)
+    results = (await http.get(f"/api/experiments/{exp['id']}", headers=curator)).json()["results"]
+    assert sum(results["srm"]["units"].values()) == 30  # distinct users, however many calls
+
+
+async def test_unknown_models_and_backends_that_are_down_answer_in_openai_shape(sdk, app, experiments_db,
+                                                                                 chat_backend, org):
+    await two_versions(experiments_db, org, "http://127.0.0.1:9/v1", name="broken-bot")
+    with pytest.raises(openai.NotFoundError) as missing:
+        await sdk.chat.completions.create(model="no-such-bot", messages=ASK)
+    assert missing.value.code == "model_not_found" and missing.value.param == "model"
+    with pytest.raises(openai.InternalServerError) as down:
+        await sdk.chat.completions.create(model="broken-bot", messages=ASK)
+    assert down.value.status_code == 502 and down.value.code == "backend_unavailable"
+    with pytest.raises(openai.InternalServerError):
+        await sdk.chat.completions.create(model="broken-bot", messages=ASK, stream=True)
+    await app.state.experiments_batcher.drain()
+    assert await served_events(experiments_db, org) == []  # failures are not announced as served answers
