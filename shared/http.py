@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role
 from shared.db import Database
 from shared.errors import DomainError
+from shared.input_guard import InputGuardMiddleware
 from shared.observability import HTTP_LATENCY
 
 CORRELATION_HEADER = "x-correlation-id"
@@ -121,11 +122,14 @@ def create_app(
     max_body_bytes: int,
     large_body_paths: dict[str, int] | None = None,
     lifespan=None,
+    guard_input: bool = True,
 ) -> FastAPI:
     app = FastAPI(title=f"Betabase RLHF — {service}", lifespan=lifespan)
     large = large_body_paths or {}
 
     app.add_middleware(ObserveMiddleware, service=service)
+    if guard_input:  # inside the body limit: it reads the body only once the limit has passed it
+        app.add_middleware(InputGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: large.get(path, max_body_bytes))
 
     @app.exception_handler(RequestValidationError)

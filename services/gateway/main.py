@@ -28,7 +28,7 @@ def build_app(settings: Settings):
             yield
 
     # Bodies are streamed through; each service enforces its own size limits.
-    app = create_app(service="gateway", max_body_bytes=64 * 1024 * 1024, lifespan=lifespan)
+    app = create_app(service="gateway", max_body_bytes=64 * 1024 * 1024, lifespan=lifespan, guard_input=False)
     api.install(app, routes)
     security.install(app)
     docs.install(app, load_specs().values())

@@ -1,0 +1,141 @@
+"""Input that parses but that PostgreSQL, the event encoder or a consumer cannot hold, refused at
+the door with a 422 naming the field, in every service, before a route sees it:
+
+- a NUL character in any string (PostgreSQL text and JSONB refuse it), in a body or a query parameter;
+- a lone surrogate (`"\\ud800"`: not encodable as UTF-8);
+- `NaN` / `Infinity` (not JSON; Python's parser takes them, JSONB and the outbox cannot);
+- integers beyond 64 bits (JSONB takes them, the event encoder does not);
+- nesting deeper than MAX_DEPTH (free-form fields such as `feedback_value` would carry it everywhere).
+
+Malformed JSON is left to FastAPI, which answers its usual 422. The checks cost one C parse and
+one walk of the parsed body; field-specific ranges (an int4 column, a date PostgreSQL can hold)
+stay with each field's schema.
+"""
+
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_DEPTH = 32
+MAX_INT = 2**63 - 1
+_LONG_INT = re.compile(rb"\d{19,}")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class InputGuardMiddleware:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        problem = query_problem(scope.get("query_string", b""))
+        if "\x00" in scope.get("path", ""):
+            problem = ("path", "the path holds a NUL character")
+        if problem is None and scope["method"] in _BODY_METHODS and _is_json(scope):
+            body, more = await _read_body(receive)
+            problem = json_problem(body)
+            receive = _replay(body, more, receive)
+        if problem is None:
+            return await self.app(scope, receive, send)
+        await _refuse(send, *problem)
+
+
+def query_problem(query_string: bytes) -> tuple[str, str] | None:
+    if b"%00" not in query_string and b"%ED" not in query_string.upper():
+        return None
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, errors="surrogateescape"):
+        if "\x00" in value or "\x00" in name:
+            return name, "holds a NUL character"
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return name, "is not valid UTF-8"
+    return None
+
+
+def json_problem(body: bytes) -> tuple[str, str] | None:
+    """(field path, message) of the first thing in a JSON body that cannot be stored, or None."""
+    if not body:
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            json.loads(body)
+        except ValueError:
+            return None  # malformed: FastAPI names the position
+        return "body", f"not strict JSON: {exc} (NaN, Infinity and lone surrogates are refused)"
+    if _LONG_INT.search(body):
+        doc = json.loads(body)  # orjson reads integers beyond 64 bits as floats: look at the exact ones
+    return _walk(doc)
+
+
+def _walk(doc: Any) -> tuple[str, str] | None:
+    stack: list[tuple[Any, tuple, int]] = [(doc, (), 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return _dotted(path), "holds a NUL character"
+        elif isinstance(value, bool) or value is None or isinstance(value, float):
+            continue
+        elif isinstance(value, int):
+            if not -MAX_INT - 1 <= value <= MAX_INT:
+                return _dotted(path), "is an integer beyond 64 bits"
+        elif isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                return _dotted(path), f"nests deeper than {MAX_DEPTH} levels"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                if isinstance(key, str) and "\x00" in key:
+                    return _dotted((*path, key)), "has a NUL character in a key"
+                stack.append((child, (*path, key), depth + 1))
+    return None
+
+
+def _dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path) or "body"
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return b"json" in value.lower()
+    return True  # FastAPI parses a body without a content type as JSON too
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+
+
+def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay
+
+
+async def _refuse(send: Send, field: str, message: str) -> None:
+    text = f"{field} {message}" if field != "body" else message
+    body = orjson.dumps({"error": "validation_error", "message": text, "errors": [{"field": field, "message": text}]})
+    await send({"type": "http.response.start", "status": 422,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
