@@ -64,6 +64,9 @@ async def test_feedback_queue_filters_and_bulk_approves(page, gateway, make_key,
         feedback("Is the API rate limited?", "Yes, 100 requests a minute.", "rating", feedback_value={"rating": 4}),
         feedback("Where are the logs?", "In Grafana.", "thumbs_up", session_id="s-42"),
     ])
+    r = await gateway.post("/api/training-datasets", headers=key,
+                           json={"name": "Support answers", "dataset_type": "instruction_tuning"})
+    assert r.status_code == 201, r.text
     await sign_in(page, key)
     rows = page.locator("table tbody tr")
     await expect(rows).to_have_count(6)
@@ -93,6 +96,13 @@ async def test_feedback_queue_filters_and_bulk_approves(page, gateway, make_key,
     items = (await gateway.get("/api/feedback", params={"session_id": "s-42"}, headers=key)).json()["items"]
     assert items[0]["status"] == "approved" and items[0]["tags"] == ["observability", "docs"]
     assert items[0]["correction"].startswith("Logs are in Grafana")
+
+    # Approved items join an instruction-tuning dataset from the selection.
+    await page.get_by_label("Status").select_option("approved")
+    await expect(rows).to_have_count(4)
+    await page.get_by_label("select all").check()
+    await page.get_by_label("add the selection to a dataset").select_option(label="Support answers")
+    await page.get_by_text("Added to “Support answers”: it now has 4 items").wait_for()
 
 
 async def mined_pairs_appear(gateway, key, scratch_id: str, expected: int) -> None:

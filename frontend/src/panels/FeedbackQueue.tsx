@@ -51,7 +51,10 @@ export function FeedbackQueue() {
   const [loadingMore, setLoadingMore] = useState(false);
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [open, setOpen] = useState<Feedback | null>(null);
-  const [busy, setBusy] = useState<"approve" | "reject" | null>(null);
+  const [busy, setBusy] = useState<"approve" | "reject" | "add" | null>(null);
+  // Instruction-tuning datasets are made of approved feedback items: the selection can join one.
+  const datasets = usePoll(() => ok(api.GET("/api/training-datasets", { params: { query: { dataset_type: "instruction_tuning", limit: 200 } } })), 10_000, []);
+  const targets = (datasets.data?.items ?? []).filter((d) => d.status !== "archived");
 
   // Counts by status answer "how much is left to review": every status, whatever the status filter.
   const stats = usePoll(() => ok(api.GET("/api/feedback/stats", { params: { query: { ...query, status: undefined } } })), 2000, [key]);
@@ -97,6 +100,22 @@ export function FeedbackQueue() {
       setSelected(new Set());
       first.reload();
       stats.reload();
+    } catch (e) {
+      notify(e instanceof ApiError ? e.detail : String(e), "error");
+    } finally {
+      setBusy(null);
+    }
+  };
+
+  const addTo = async (datasetId: string) => {
+    if (!datasetId) return;
+    setBusy("add");
+    try {
+      const d = await ok(api.PATCH("/api/training-datasets/{dataset_id}", {
+        params: { path: { dataset_id: datasetId } }, body: { add_feedback_ids: [...selected] },
+      }));
+      notify(`Added to “${d.name}”: it now has ${count(d.sample_count)} items`);
+      setSelected(new Set());
     } catch (e) {
       notify(e instanceof ApiError ? e.detail : String(e), "error");
     } finally {
@@ -164,6 +183,13 @@ export function FeedbackQueue() {
             <span class="muted">{selected.size} selected</span>
             <Button variant="primary" disabled={!selected.size} busy={busy === "approve"} onClick={() => review("approve")}>Approve</Button>
             <Button variant="danger" disabled={!selected.size} busy={busy === "reject"} onClick={() => review("reject")}>Reject</Button>
+            {targets.length > 0 && (
+              <select aria-label="add the selection to a dataset" value="" disabled={!selected.size || busy === "add"}
+                onChange={(e) => addTo(e.currentTarget.value)}>
+                <option value="">Add to dataset…</option>
+                {targets.map((d) => <option value={d.id}>{d.name}</option>)}
+              </select>
+            )}
           </div>
         )}
       >
