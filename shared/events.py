@@ -128,7 +128,7 @@ class FeedbackFields(BaseModel):
     model_id: str | None = Field(default=None, max_length=200)
     experiment_id: str | None = Field(default=None, max_length=200)
     variant: str | None = Field(default=None, max_length=100)
-    latency_ms: int | None = Field(default=None, ge=0)
+    latency_ms: int | None = Field(default=None, ge=0, le=2_147_483_647)  # an int4 column
 
     @model_validator(mode="after")
     def _value_fits_type(self):

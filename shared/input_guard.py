@@ -8,22 +8,36 @@ the door with a 422 naming the field, in every service, before a route sees it:
 - nesting deeper than MAX_DEPTH (free-form fields such as `feedback_value` would carry it everywhere).
 
 Malformed JSON is left to FastAPI, which answers its usual 422. The checks cost one C parse and
-one walk of the parsed body; field-specific ranges (an int4 column, a date PostgreSQL can hold)
-stay with each field's schema.
+one walk of the parsed body; field-specific ranges stay with each field's schema, helped by the
+types below (`StorableDatetime`: a moment that exists in UTC, as PostgreSQL's timestamptz needs).
 """
 
 import json
 import re
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
+from pydantic import AfterValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_DEPTH = 32
 MAX_INT = 2**63 - 1
 _LONG_INT = re.compile(rb"\d{19,}")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def in_utc(value: datetime) -> datetime:
+    """`value` as a UTC moment; ValueError for one that has none (9999-12-31T23:59:59-14:00 is in year
+    10000 in UTC, 0001-01-01T00:00:00+14:00 before year 1)."""
+    try:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError("is outside the dates that can be stored (years 1 to 9999 in UTC)") from None
+
+
+StorableDatetime = Annotated[datetime, AfterValidator(in_utc)]
 
 
 class InputGuardMiddleware:
@@ -50,11 +64,11 @@ def query_problem(query_string: bytes) -> tuple[str, str] | None:
         return None
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, errors="surrogateescape"):
         if "\x00" in value or "\x00" in name:
-            return name, "holds a NUL character"
+            return f"query.{name}", "holds a NUL character"
         try:
             value.encode()
         except UnicodeEncodeError:
-            return name, "is not valid UTF-8"
+            return f"query.{name}", "is not valid UTF-8"
     return None
 
 

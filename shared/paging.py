@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from shared.errors import DomainError
+from shared.input_guard import in_utc
 
 T = TypeVar("T")
 
@@ -29,7 +30,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, _, ident = raw.partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(ident)
+        return in_utc(datetime.fromisoformat(created)), uuid.UUID(ident)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidCursor("cursor is not one this API returned") from exc
 

@@ -1,7 +1,6 @@
 """The feedback service's HTTP routes. HTTP only: parse, authorize, call a handler, shape the answer."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -21,6 +20,7 @@ from services.feedback.schemas import (
 )
 from shared.events import FeedbackType, ReviewStatus
 from shared.http import DB, CorrelationId, Curator, Viewer
+from shared.input_guard import StorableDatetime
 from shared.paging import created_cursor, decode_cursor, page_of
 from shared.tags import normalize_tag
 
@@ -35,8 +35,8 @@ def filters(
     feedback_type: FeedbackType | None = None,
     tag: str | None = Query(default=None, max_length=64),
     session_id: str | None = Query(default=None, max_length=200),
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
+    created_from: StorableDatetime | None = None,
+    created_to: StorableDatetime | None = None,
 ) -> repository.FeedbackFilter:
     return repository.FeedbackFilter(
         status=status,

@@ -42,6 +42,6 @@ def test_what_can_be_stored_or_is_merely_malformed_passes(body):
 
 
 def test_query_parameters_are_checked():
-    assert query_problem(b"tag=%00") == ("tag", "holds a NUL character")
-    assert query_problem(b"limit=5&q=a%ed%a0%80") == ("q", "is not valid UTF-8")
+    assert query_problem(b"tag=%00") == ("query.tag", "holds a NUL character")
+    assert query_problem(b"limit=5&q=a%ed%a0%80") == ("query.q", "is not valid UTF-8")
     assert query_problem(b"tag=deploy&q=caf%C3%A9") is None
