@@ -448,6 +448,23 @@ class ResponseServed(Event):
     served_at: datetime
 
 
+@register
+class OutcomeRecorded(Event):
+    """A business outcome another platform service measured (a ticket deflected, the time to
+    resolution) for an answer the router served (`response_id`) or for a user (`unit`, counted in
+    every live experiment the unit was exposed to, or only in `experiment_id`). Any such metric can
+    be an experiment's success or guardrail metric."""
+
+    type_name: ClassVar[str] = "OutcomeRecorded"
+
+    metric: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    value: float
+    response_id: str | None = Field(default=None, max_length=200)
+    unit: str | None = Field(default=None, max_length=500)
+    experiment_id: uuid.UUID | None = None
+    recorded_at: datetime | None = None
+
+
 __all__ = [
     "DatasetExported",
     "DeploymentRefused",
@@ -466,6 +483,7 @@ __all__ = [
     "ExperimentConcluded",
     "ExperimentPaused",
     "ExperimentStarted",
+    "OutcomeRecorded",
     "ResponseServed",
     "FeedbackFields",
     "FeedbackReceived",

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.experiments import domain, handlers, repository, routing
+from services.experiments import batching, domain, handlers, repository, routing
 from services.experiments.batching import Batcher
 from services.experiments.schemas import (
     AssignBody,
@@ -24,7 +24,7 @@ from services.experiments.schemas import (
 from shared.http import DB, Admin, CorrelationId, Curator, Viewer
 from shared.paging import created_cursor, decode_cursor, page_of
 
-router = APIRouter(prefix="/api/experiments", tags=["experiments"])
+router = APIRouter(prefix="/api/experiments", tags=["experiments"], on_shutdown=[batching.drain_all])
 
 
 def batcher(request: Request) -> Batcher:

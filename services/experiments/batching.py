@@ -1,16 +1,18 @@
 """Served answers and exposures, written in batches: the request path only appends to a list; a
 task of the API process writes what gathered every `interval` seconds (or sooner, at `max_batch`)
-in one unit of work. A crash loses at most the last interval's exposures and announcements; the
-answers themselves were already delivered."""
+in one unit of work, and at shutdown (drain_all). A crash loses at most the last interval's
+exposures and announcements; the answers themselves were already delivered."""
 
 import asyncio
 import uuid
+import weakref
 
 from services.experiments import handlers
 from shared.db import Database
 from shared.observability import get_logger
 
 log = get_logger(__name__)
+_BATCHERS: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
 
 
 class Batcher:
@@ -24,6 +26,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        _BATCHERS.add(self)
 
     def served(self, item: handlers.Served) -> None:
         self._served.append(item)
@@ -70,3 +73,9 @@ class Batcher:
         """Everything appended so far is written (used at shutdown and by tests)."""
         self._wake.set()
         await self._idle.wait()
+
+
+async def drain_all() -> None:
+    """At shutdown: what the process's batchers hold is written before it exits."""
+    for batcher in list(_BATCHERS):
+        await batcher.drain()

@@ -4,6 +4,7 @@ the lifecycle. No I/O."""
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -62,11 +63,21 @@ BUILTIN_METRICS = {
 }
 
 
-def metric(name: str) -> Metric:
-    try:
-        return BUILTIN_METRICS[name]
-    except KeyError:
-        raise Invalid("success_metrics", f"unknown metric {name!r}; known: {', '.join(BUILTIN_METRICS)}") from None
+CUSTOM_METRIC = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+CUSTOM_KINDS = ("mean", "rate")
+
+
+def metric(name: str, kind: str | None = None, higher_is_better: bool | None = None) -> Metric:
+    """A built-in metric, or one other services report (OutcomeRecorded), which names its kind."""
+    builtin = BUILTIN_METRICS.get(name)
+    if builtin is not None:
+        return builtin
+    if kind is None or not CUSTOM_METRIC.match(name):
+        raise Invalid("success_metrics", f"unknown metric {name!r}; built in: {', '.join(BUILTIN_METRICS)}; "
+                      "a metric other services report (OutcomeRecorded) names its kind: mean or rate")
+    if kind not in CUSTOM_KINDS:
+        raise Invalid("success_metrics", f"a reported metric's kind is mean or rate, not {kind!r}")
+    return Metric(name, kind, True if higher_is_better is None else higher_is_better)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,12 @@ def tally_outcomes(outcomes: Sequence[Outcome]) -> dict[str, Tally]:
 class SuccessMetric:
     name: str
     min_effect: float | None = None  # the smallest difference worth deploying, in the metric's units
+    kind: str | None = None  # for reported metrics: mean or rate
+    higher_is_better: bool | None = None
+
+    @property
+    def metric(self) -> Metric:
+        return metric(self.name, self.kind, self.higher_is_better)
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,12 @@ class Guardrail:
 
     metric: str
     max_degradation: float = 0.0
+    kind: str | None = None
+    higher_is_better: bool | None = None
+
+    @property
+    def definition(self) -> Metric:
+        return metric(self.metric, self.kind, self.higher_is_better)
 
 
 @dataclass(frozen=True)
@@ -169,12 +192,12 @@ def check_design(design: Design) -> None:
     if len(set(names)) != len(names):
         raise Invalid("success_metrics", "a metric is named twice")
     for m in design.success_metrics:
-        metric(m.name)
+        m.metric  # noqa: B018 - raises for an unknown metric
     for g in design.guardrails:
         try:
-            metric(g.metric)
-        except Invalid:
-            raise Invalid("guardrails", f"unknown guardrail metric {g.metric!r}") from None
+            g.definition  # noqa: B018
+        except Invalid as exc:
+            raise Invalid("guardrails", exc.message) from None
 
 
 def check_versions(control: Mapping[str, Any] | None, treatment: Mapping[str, Any] | None,
@@ -259,7 +282,7 @@ def analyse(design: Design, control: VariantData, treatment: VariantData) -> dic
     metrics_out = []
     comparisons = []
     for sm in design.success_metrics:
-        m = metric(sm.name)
+        m = sm.metric
         c = compare(m, control.tallies.get(m.name, empty), treatment.tallies.get(m.name, empty),
                     sequential=design.sequential, alpha=design.alpha)
         comparisons.append((sm, m, c))
@@ -273,7 +296,7 @@ def analyse(design: Design, control: VariantData, treatment: VariantData) -> dic
 
     guardrails_out = []
     for g in design.guardrails:
-        m = metric(g.metric)
+        m = g.definition
         c = compare(m, control.tallies.get(m.name, empty), treatment.tallies.get(m.name, empty),
                     sequential=True, alpha=design.alpha)
         # Degradation: how much worse treatment is, in the metric's bad direction.
@@ -323,3 +346,11 @@ def recommend(design: Design, metrics_out: list[dict], guardrails_out: list[dict
                                 f"{primary['difference']:.3g} is below the minimum effect {min_effect}")
     return TREATMENT, (f"treatment is significantly better on {primary['metric']}: "
                        f"{primary['difference']:+.3g} (adjusted p = {primary['p_value_adjusted']:.3g})")
+
+
+def reported_outcome(metric_name: str, value: float) -> Outcome | None:
+    """An OutcomeRecorded value as an outcome; a rating outside 1-5 means nothing."""
+    builtin = BUILTIN_METRICS.get(metric_name)
+    if builtin is not None and builtin.kind == "rating":
+        return Outcome(metric_name, round(value)) if 1 <= value <= LEVELS else None
+    return Outcome(metric_name, value)

@@ -28,9 +28,12 @@ from shared.events import (
     ModelDeployed,
     ModelRegistered,
     ModelRolledBack,
+    OutcomeRecorded,
     ResponseServed,
 )
 
+UNMATCHED_OUTCOMES = Counter("rlhf_experiments_unmatched_outcomes_total",
+                             "reported outcomes naming an unknown response or a unit in no live experiment (ignored)")
 UNMATCHED_FEEDBACK = Counter("rlhf_experiments_unmatched_feedback_total",
                              "feedback naming a response this service did not serve in an experiment (ignored)")
 
@@ -96,8 +99,10 @@ class NewExperiment:
 def design_of(row: Experiment) -> domain.Design:
     return domain.Design(
         traffic_split=row.traffic_split,
-        success_metrics=tuple(domain.SuccessMetric(m["name"], m.get("min_effect")) for m in row.success_metrics),
-        guardrails=tuple(domain.Guardrail(g["metric"], g.get("max_degradation", 0.0)) for g in row.guardrails),
+        success_metrics=tuple(domain.SuccessMetric(m["name"], m.get("min_effect"), m.get("kind"),
+                                                   m.get("higher_is_better")) for m in row.success_metrics),
+        guardrails=tuple(domain.Guardrail(g["metric"], g.get("max_degradation", 0.0), g.get("kind"),
+                                          g.get("higher_is_better")) for g in row.guardrails),
         min_sample_size=row.min_sample_size, sequential=row.sequential)
 
 
@@ -302,6 +307,32 @@ async def record_feedback_outcomes(uow: UnitOfWork, deliveries: Sequence[Deliver
                     tally.add_rating(int(o.value))
                 else:
                     tally.add(o.value)
+    await repository.add_outcomes(uow.session, dict(tallies))
+    await check_guardrails(uow, {k[0] for k in tallies})
+
+
+async def record_reported_outcomes(uow: UnitOfWork, deliveries: Sequence[Delivery[OutcomeRecorded]]) -> None:
+    """Outcomes other services measured, for the variant that served the response, or for every live
+    experiment the unit was exposed to; outcomes for unknown responses or units are counted and ignored."""
+    tallies: dict[tuple[uuid.UUID, str, str], domain.Tally] = defaultdict(domain.Tally)
+    for d in deliveries:
+        e, organization = d.event, d.envelope.organization
+        outcome = domain.reported_outcome(e.metric, e.value)
+        targets: list[tuple[uuid.UUID, str]] = []
+        if outcome is not None and e.response_id:
+            served = (await repository.served(uow.session, organization, [e.response_id])).get(e.response_id)
+            targets = [(served.experiment_id, served.variant)] if served else []
+        elif outcome is not None and e.unit:
+            targets = await repository.live_exposures(uow.session, organization, e.unit, e.experiment_id)
+        if not targets:
+            UNMATCHED_OUTCOMES.inc()
+            continue
+        for experiment_id, variant in targets:
+            tally = tallies[(experiment_id, variant, outcome.metric)]
+            if outcome.metric == "rating":
+                tally.add_rating(int(outcome.value))
+            else:
+                tally.add(outcome.value)
     await repository.add_outcomes(uow.session, dict(tallies))
     await check_guardrails(uow, {k[0] for k in tallies})
 

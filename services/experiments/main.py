@@ -18,6 +18,7 @@ from shared.events import (
     ModelDeployed,
     ModelRegistered,
     ModelRolledBack,
+    OutcomeRecorded,
     ResponseServed,
 )
 
@@ -33,6 +34,7 @@ SPEC = service.ServiceSpec(
         ModelRolledBack: handlers.record_rolled_back,
         ModelArchived: handlers.record_archived,
         FeedbackReceived: handlers.record_feedback_outcomes,
+        OutcomeRecorded: handlers.record_reported_outcomes,
     },
     produces=[ExperimentStarted, ExperimentPaused, ExperimentConcluded, ResponseServed, DeploymentRequested],
 )

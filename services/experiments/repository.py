@@ -185,3 +185,15 @@ async def served(session: AsyncSession, organization: str, response_ids: Iterabl
     stmt = select(ServedResponse).where(ServedResponse.organization == organization,
                                         ServedResponse.response_id.in_(list(response_ids)))
     return {r.response_id: r for r in (await session.execute(stmt)).scalars()}
+
+
+async def live_exposures(session: AsyncSession, organization: str, unit: str,
+                         experiment_id: uuid.UUID | None) -> list[tuple[uuid.UUID, str]]:
+    """(experiment, variant) of every live experiment the unit was exposed to (or only `experiment_id`)."""
+    stmt = (select(Exposure.experiment_id, Exposure.variant)
+            .join(Experiment, Experiment.id == Exposure.experiment_id)
+            .where(Experiment.organization == organization, Experiment.status.in_(LIVE_STATUSES),
+                   Exposure.unit == unit))
+    if experiment_id is not None:
+        stmt = stmt.where(Exposure.experiment_id == experiment_id)
+    return [(e, v) for e, v in (await session.execute(stmt)).all()]

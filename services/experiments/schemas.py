@@ -16,6 +16,9 @@ class SuccessMetricIn(BaseModel):
 
     name: str = Field(description=f"one of {METRICS}; the first is the primary metric")
     min_effect: float | None = Field(default=None, ge=0, description="the smallest difference worth deploying")
+    kind: Literal["mean", "rate"] | None = Field(default=None, description="a metric other services report "
+                                                 "(OutcomeRecorded): how to test it")
+    higher_is_better: bool | None = Field(default=None, description="a reported metric's direction (default true)")
 
 
 class GuardrailIn(BaseModel):
@@ -24,6 +27,8 @@ class GuardrailIn(BaseModel):
     metric: str = Field(description=f"one of {METRICS}")
     max_degradation: float = Field(default=0.0, ge=0,
                                    description="how much worse treatment may be (metric units) before it is paused")
+    kind: Literal["mean", "rate"] | None = None
+    higher_is_better: bool | None = None
 
 
 class ExperimentCreate(BaseModel):

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from services.experiments import handlers
 from services.experiments.batching import Batcher
-from shared.events import FeedbackReceived, ModelArchived, ResponseServed
+from shared.events import FeedbackReceived, ModelArchived, OutcomeRecorded, ResponseServed
 from tests.experiments.conftest import deliver, registered, two_versions
 
 pytestmark = pytest.mark.asyncio
@@ -192,3 +192,29 @@ async def test_a_breached_guardrail_pauses_the_experiment(api, experiments_db, m
     assert after["status"] == "paused" and "thumbs_down_rate" in after["status_reason"]
     [event] = await outbox(experiments_db, org, "ExperimentPaused")
     assert event["guardrail"] == "thumbs_down_rate" and event["paused_by"] == "guardrail"
+
+
+async def test_outcomes_other_services_report_count_as_a_metric_of_the_variant(api, experiments_db, make_key, org):
+    v1, v2 = await two_versions(experiments_db, org, BACKEND)
+    key = await make_key(org, "curator")
+    exp = (await api.post("/api/experiments", headers=key, json=body(v1, v2, success_metrics=[
+        {"name": "ticket_deflected", "kind": "rate"}, {"name": "minutes_to_resolution", "kind": "mean",
+                                                       "higher_is_better": False}]))).json()
+    url = f"/api/experiments/{exp['id']}"
+    variants = {u: (await api.post(f"{url}/assign", headers=key, json={"unit": u})).json()["variant"]
+                for u in ("ann", "bob", "cy")}
+    await api._transport.app.state.experiments_batcher.drain()  # noqa: SLF001 - the exposures are written
+    await serve_and_rate(experiments_db, org, exp["id"], "treatment", [True])
+    [served] = await outbox(experiments_db, org, "ResponseServed")
+    reports = [OutcomeRecorded(metric="ticket_deflected", value=1, unit=u) for u in variants]
+    reports += [OutcomeRecorded(metric="minutes_to_resolution", value=12.5, response_id=served["response_id"]),
+                OutcomeRecorded(metric="ticket_deflected", value=1, unit="never-exposed"),
+                OutcomeRecorded(metric="ticket_deflected", value=1, response_id="unknown")]
+    await deliver(experiments_db, org, handlers.record_reported_outcomes, *reports)
+    results = (await api.get(url, headers=key)).json()["results"]
+    deflected, minutes = results["metrics"]
+    assert deflected["control"]["n"] + deflected["treatment"]["n"] == 3
+    assert deflected["treatment"]["n"] == sum(v == "treatment" for v in variants.values())
+    assert (minutes["treatment"]["n"], minutes["treatment"]["mean"], minutes["higher_is_better"]) == (1, 12.5, False)
+    refused = await api.post("/api/experiments", headers=key, json=body(v1, v2, success_metrics=[{"name": "nps"}]))
+    assert refused.status_code == 422 and "kind" in refused.json()["message"]
