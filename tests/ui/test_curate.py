@@ -47,11 +47,24 @@ async def test_sign_in_shows_the_organization_and_hides_what_a_viewer_may_not_do
     await page.get_by_role("link", name="Training Datasets").click()
     await page.get_by_role("heading", name="Training Datasets").wait_for()
     assert await page.get_by_role("button", name="+ New dataset").count() == 0
+    await page.get_by_role("link", name="Fine-Tuning").click()
+    await page.get_by_role("heading", name="Fine-Tuning Jobs").wait_for()
+    assert await page.get_by_role("button", name="+ Launch job").count() == 0
+    assert await page.get_by_role("button", name="Set budget").count() == 0
     # The key lives in this tab's session storage, and signing out forgets it.
     assert await page.evaluate("sessionStorage.getItem('rlhf.apiKey')")
     await page.get_by_role("button", name="Sign out").click()
     await page.get_by_label("API key").wait_for()
     assert await page.evaluate("sessionStorage.getItem('rlhf.apiKey')") is None
+
+
+async def test_an_admin_sets_the_monthly_budget(page, make_key, org):
+    await sign_in(page, await make_key(org, "admin"))
+    await page.get_by_role("link", name="Fine-Tuning").click()
+    await page.get_by_label("Monthly budget (USD)").fill("250")
+    await page.get_by_role("button", name="Set budget").click()
+    await page.get_by_text("Monthly budget set to $250.00").wait_for()
+    await page.locator(".stat", has_text="Budget left").get_by_text("of $250.00 a month").wait_for()
 
 
 async def test_feedback_queue_filters_and_bulk_approves(page, gateway, make_key, org):

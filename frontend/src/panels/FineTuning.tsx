@@ -74,7 +74,52 @@ export function FineTuning() {
         )}
       </Card>
       {selectedId && <JobDetailCard key={selectedId} jobId={selectedId} onChanged={jobs.reload} />}
+      {can("admin") && <AdminCard limit={budget.data?.monthly_limit ?? null} onSaved={budget.reload} />}
     </div>
+  );
+}
+
+/** Admins set the organization's monthly budget and read the audit trail of launches and cancels. */
+function AdminCard({ limit, onSaved }: { limit: number | null; onSaved: () => void }) {
+  const { notify } = useSession();
+  const [value, setValue] = useState(limit == null ? "" : String(limit));
+  const [busy, setBusy] = useState(false);
+  const audit = usePoll(() => ok(api.GET("/api/fine-tuning/audit", { params: { query: { limit: 20 } } })), 5000, []);
+  useEffect(() => setValue(limit == null ? "" : String(limit)), [limit]);
+  const save = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    try {
+      await ok(api.PUT("/api/fine-tuning/budget", { body: { monthly_limit: value } }));
+      notify(`Monthly budget set to ${usd(Number(value))}`);
+      onSaved();
+    } catch (err) {
+      notify(err instanceof ApiError ? err.detail : String(err), "error");
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Card title="Budget and audit trail (admin)">
+      <form class="inline-filters" onSubmit={save}>
+        <Field label="Monthly budget (USD)">
+          <input name="monthly_limit" type="number" min={0} step="0.01" required value={value} onInput={(e) => setValue(e.currentTarget.value)} />
+        </Field>
+        <Button type="submit" busy={busy} class="align-end">Set budget</Button>
+      </form>
+      {audit.data && audit.data.length > 0 ? (
+        <div class="table-wrap audit">
+          <table class="table">
+            <thead><tr><th>When</th><th>Who</th><th>Action</th><th>Job</th></tr></thead>
+            <tbody>
+              {audit.data.map((a) => (
+                <tr key={a.id}><td class="nowrap muted">{when(a.at)}</td><td class="mono">{a.actor}</td><td><Badge value={a.action} tone="slate" /></td><td class="mono">{a.job_id ? shortId(a.job_id) : "—"}</td></tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      ) : <Empty>No launches or cancels yet.</Empty>}
+    </Card>
   );
 }
 
