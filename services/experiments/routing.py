@@ -5,6 +5,7 @@ events) and cached for a moment per name, so the hot path costs no database roun
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,35 +77,75 @@ async def load(db: Database, organization: str, name: str) -> Route | None:
     return Route(name, _target(deployed) if deployed else None, live)
 
 
-class RouteCache:
-    """Routes per (organization, name), each kept `ttl` seconds: a deploy, rollback or experiment
-    change reaches the router within that time."""
+@dataclass(frozen=True)
+class Assignable:
+    """What /assign needs of an experiment."""
 
-    def __init__(self, db: Database, ttl: float = 0.5):
-        self.db = db
+    id: uuid.UUID
+    seed: str
+    traffic_split: float
+    status: str
+    control_model_id: uuid.UUID
+    treatment_model_id: uuid.UUID
+
+
+async def load_assignable(db: Database, organization: str, experiment_id: uuid.UUID) -> Assignable | None:
+    async with db.read() as session:
+        row = await repository.get_experiment(session, organization, experiment_id)
+    if row is None:
+        return None
+    return Assignable(row.id, row.seed, row.traffic_split, row.status, row.control_model_id, row.treatment_model_id)
+
+
+class TTLCache:
+    """Values per key, each kept `ttl` seconds, loaded once however many requests wait on them: a
+    deploy, rollback or experiment change reaches the router within `ttl`."""
+
+    def __init__(self, ttl: float = 0.5):
         self.ttl = ttl
-        self._routes: dict[tuple[str, str], tuple[float, Route | None]] = {}
-        self._loading: dict[tuple[str, str], asyncio.Future] = {}
+        self._values: dict[Any, tuple[float, Any]] = {}
+        self._loading: dict[Any, asyncio.Future] = {}
 
-    async def get(self, organization: str, name: str) -> Route | None:
-        key = (organization, name)
-        cached = self._routes.get(key)
-        now = time.monotonic()
-        if cached and now - cached[0] < self.ttl:
+    async def get(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
+        cached = self._values.get(key)
+        if cached and time.monotonic() - cached[0] < self.ttl:
             return cached[1]
         pending = self._loading.get(key)
-        if pending is not None:  # one load per name at a time, however many requests wait on it
+        if pending is not None:
             return await asyncio.shield(pending)
         future = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
-            route = await load(self.db, organization, name)
-            self._routes[key] = (time.monotonic(), route)
-            future.set_result(route)
-            return route
+            value = await load()
+            self._values[key] = (time.monotonic(), value)
+            future.set_result(value)
+            return value
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it
             raise
         finally:
             del self._loading[key]
+
+    def forget(self, key: Any) -> None:
+        self._values.pop(key, None)
+
+
+class RouteCache:
+    """Routes per (organization, name) and experiments per id, from the service's tables."""
+
+    def __init__(self, db: Database, ttl: float = 0.5):
+        self.db = db
+        self._cache = TTLCache(ttl)
+
+    async def get(self, organization: str, name: str) -> Route | None:
+        return await self._cache.get(("route", organization, name), lambda: load(self.db, organization, name))
+
+    async def experiment(self, organization: str, experiment_id: uuid.UUID) -> Assignable | None:
+        return await self._cache.get(("experiment", organization, experiment_id),
+                                     lambda: load_assignable(self.db, organization, experiment_id))
+
+    def forget(self, organization: str, experiment_id: uuid.UUID, model_name: str) -> None:
+        """A change this process made is seen by its next request (other processes: within ttl)."""
+        self._cache.forget(("experiment", organization, experiment_id))
+        self._cache.forget(("route", organization, model_name))

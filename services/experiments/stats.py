@@ -194,28 +194,19 @@ def sequential(fixed: Comparison, control: Moments, treatment: Moments, *, rate:
     # The lift's interval widened by the same factor as the difference's.
     _, lift_ci = _lift(control, treatment, var_c, var_t, half / math.sqrt(var))
     return Comparison(fixed.test, fixed.control_mean, fixed.treatment_mean, diff, (diff - half, diff + half),
-                      fixed.lift, lift_ci, _sequential_p(abs(diff), var, n, tuning), fixed.statistic,
+                      fixed.lift, lift_ci, _sequential_p(abs(diff), var, n, alpha, tuning), fixed.statistic,
                       control.n, treatment.n, sequential=True, extra=fixed.extra)
 
 
-def _sequential_p(abs_diff: float, var: float, n: int, tuning: int) -> float:
-    """The smallest alpha whose confidence sequence excludes zero: solve halfwidth(alpha) = |diff|.
-    With r = n rho^2, halfwidth^2 = var n * 2 (r + 1) / (n^2 rho^2) * (log sqrt(r + 1) - log alpha),
-    but rho depends on alpha too, so bisect on log alpha."""
-    if abs_diff == 0:
-        return 1.0
-    lo, hi = 1e-12, 1.0 - 1e-12
-    if cs_halfwidth(var, n, hi, tuning) > abs_diff:
-        return 1.0
-    if cs_halfwidth(var, n, lo, tuning) <= abs_diff:
-        return lo
-    for _ in range(60):
-        mid = math.sqrt(lo * hi)
-        if cs_halfwidth(var, n, mid, tuning) > abs_diff:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+def _sequential_p(abs_diff: float, var: float, n: int, alpha: float, tuning: int) -> float:
+    """The always-valid p-value of the same mixture (its spread fixed by the design's alpha): the
+    smallest level whose sequence excludes zero, in closed form. halfwidth(a)^2 = var n * 2 (r + 1) /
+    (n^2 rho^2) * (log sqrt(r + 1) - log a) with r = n rho^2; solved for a at halfwidth = |diff|.
+    p < alpha exactly when the (1 - alpha) sequence excludes zero."""
+    rho = mixture_rho(alpha, tuning)
+    r = n * rho**2
+    s2 = var * n
+    return min(1.0, math.sqrt(r + 1) * math.exp(-abs_diff**2 * n * r / (2 * s2 * (r + 1))))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

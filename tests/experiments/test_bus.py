@@ -4,6 +4,7 @@ users calling /v1/chat/completions through the `openai` SDK and posting feedback
 a significant result; full deploy -> DeploymentRequested -> the registry's ModelDeployed -> the
 name's traffic on the winner."""
 
+import json
 import random
 
 import openai
@@ -14,7 +15,7 @@ from tests.support import envelope_of, eventually, of_org
 
 pytestmark = pytest.mark.asyncio
 
-USERS = 160
+USERS = 200
 
 
 async def test_the_loop_closes_routed_answers_feedback_result_full_deploy_traffic_on_the_winner(
@@ -74,8 +75,10 @@ async def test_the_loop_closes_routed_answers_feedback_result_full_deploy_traffi
             "response_id": response_id, "feedback_type": "thumbs_up" if thumbs_up else "thumbs_down"})
         return answer if answer.status_code == 201 else None
 
+    likes = {"control": [], "treatment": []}
     for response_id, variant in answered:  # users like v2's answers more
-        liked = rng.random() < (0.85 if variant == "treatment" else 0.35)
+        liked = rng.random() < (0.9 if variant == "treatment" else 0.3)
+        likes[variant].append(liked)
         await eventually(lambda r=response_id, x=liked: feedback(r, x))  # ResponseServed reached feedback
 
     async def significant():
@@ -84,8 +87,12 @@ async def test_the_loop_closes_routed_answers_feedback_result_full_deploy_traffi
         return results if done else None
 
     results = await eventually(significant)
+    for variant, seen in likes.items():  # every thumb counted for the variant that served the answer
+        metric = results["metrics"][0][variant]
+        assert (metric["n"], metric["mean"]) == (len(seen), pytest.approx(sum(seen) / len(seen))), results
+    state = (await gateway.get(f"/api/experiments/{experiment['id']}", headers=admin)).json()
     assert results["metrics"][0]["significant"] and results["recommendation"]["winner"] == "treatment", (
-        f"{results['metrics'][0]} {sum(v == 'treatment' for _, v in answered)}")
+        json.dumps(results["metrics"]) + json.dumps(results["guardrails"]) + str(state["status_reason"]))
 
     deployed = await gateway.post(f"/api/experiments/{experiment['id']}/full-deploy", headers=admin)
     assert deployed.status_code == 200 and deployed.json()["winner"] == "treatment"
