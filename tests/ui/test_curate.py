@@ -37,6 +37,7 @@ async def test_sign_in_shows_the_organization_and_hides_what_a_viewer_may_not_do
     await page.get_by_role("button", name="Sign in").click()
     await page.get_by_role("alert").filter(has_text="not valid").wait_for()
     await screenshot(page, "0-sign-in")
+    await expect_accessible(page)
 
     await sign_in(page, await make_key(org, "viewer"))
     whoami = page.locator(".whoami")
