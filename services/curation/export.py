@@ -110,7 +110,6 @@ def masked(record: formats.Record, fields: tuple[int, ...], masker: Masker) -> f
     return formats.Record._make(values)
 
 
-
 class Flagged(NamedTuple):
     """A line holding PII, which the writer finishes in export order."""
 
@@ -138,7 +137,6 @@ class Shaped:
     line_failure_count: int = 0
 
 
-
 class References(Masker):
     """Masks as a Masker does, but in place of a numbered placeholder writes a reference to the n-th
     value it found, `\\x01<n in letters>\\x02`: the expensive part (finding and validating PII) runs
@@ -159,7 +157,6 @@ _JSON_REFERENCE = re.compile(rb"\\u0001([a-j]+)\\u0002")  # as orjson writes \x0
 _TEXT_REFERENCE = re.compile("\x01([a-j]+)\x02")
 
 
-
 def line_writer(plan: ExportPlan) -> Callable[[formats.Record | tuple], Any]:
     """A row's line in the export's files: a JSONL line, or for parquet the row as a dict."""
     fmt, system = plan.fmt, plan.system_prompt
@@ -175,7 +172,7 @@ def shape(rows: list, plan: ExportPlan, skip: set[str] | frozenset[str]) -> Shap
     rules (masking changes no line's structure or emptiness, so it is not done)."""
     out = Shaped(tally=Tally(plan.max_bytes))
     see = out.tally.see
-    build, system, fmt, dry_run = formats.BUILDERS[plan.fmt], plan.system_prompt, plan.fmt, plan.validation_only
+    build, system, fmt, validating = formats.BUILDERS[plan.fmt], plan.system_prompt, plan.fmt, plan.validation_only
     fields = formats.EXPORTED_FIELDS[fmt]
     exported = operator.itemgetter(*fields)  # (every format exports at least two fields)
     references = References()  # one for the rows: each row's references start again from 0
@@ -184,7 +181,7 @@ def shape(rows: list, plan: ExportPlan, skip: set[str] | frozenset[str]) -> Shap
     lines: dict[str, list] = {"train": [], "validation": []}
     sources: list[str] = []
     flagged: set[int] = set()  # the rows in which the PII screen finds candidates
-    if not dry_run:
+    if not validating:
         texts = list(itertools.chain.from_iterable(map(exported, rows)))
         flagged = screen_groups(texts if None not in texts else [t or "" for t in texts], len(fields))
     for n, row in enumerate(rows):
@@ -195,7 +192,7 @@ def shape(rows: list, plan: ExportPlan, skip: set[str] | frozenset[str]) -> Shap
         split = "validation" if in_validation else "train"
         # ids are uuids and feedback_ids the database's JSON: nothing here needs escaping
         sources.append(f'{{"split":"{split}","id":"{example_id}","feedback_ids":{feedback_ids}}}\n')
-        if dry_run:
+        if validating:
             out.rows[split] += 1
             problems = formats.line_problems(fmt, build(formats.record(row), system))
             if problems:
@@ -214,7 +211,7 @@ def shape(rows: list, plan: ExportPlan, skip: set[str] | frozenset[str]) -> Shap
                 if references.found:
                     out.flagged.append(Flagged(split, len(split_lines), references.found, None))
         split_lines.append(line(r))
-    if not dry_run:
+    if not validating:
         out.rows = {split: len(split_lines) for split, split_lines in lines.items()}
         out.lines = lines
         if not parquet:  # the flagged lines' places as byte ranges of their split's JSONL, each split one blob
@@ -225,7 +222,6 @@ def shape(rows: list, plan: ExportPlan, skip: set[str] | frozenset[str]) -> Shap
             out.lines = {split: b"".join(split_lines) for split, split_lines in lines.items()}
     out.sources = "".join(sources).encode()
     return out
-
 
 
 # ---------------------------------------------------------------------------------------------
