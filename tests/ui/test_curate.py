@@ -233,3 +233,15 @@ async def test_the_api_reference_renders_every_service(page):
     for tag in ("feedback", "training datasets", "preference pairs", "fine-tuning"):
         await page.locator(".opblock-tag", has_text=tag).first.wait_for()
     await screenshot(page, "9-api-reference")
+
+
+async def test_the_queue_pages_by_keyset(page, gateway, make_key, org):
+    key = await make_key(org, "viewer")
+    await seed(gateway, key, [feedback(f"Question {i:02d}", "An answer.", "thumbs_up") for i in range(57)])
+    await sign_in(page, key)
+    rows = page.locator("table tbody tr")
+    await expect(rows).to_have_count(50)
+    await page.get_by_role("button", name="Load more").click()
+    await expect(rows).to_have_count(57)
+    await expect(page.get_by_role("button", name="Load more")).to_have_count(0)
+    await page.get_by_text("Question 00").wait_for()  # the oldest, on the second page
