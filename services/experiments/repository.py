@@ -21,6 +21,12 @@ from services.experiments.models import (
 )
 
 LIVE_STATUSES = ("running", "paused")
+ROWS_PER_STATEMENT = 2000  # a statement takes at most 32,767 parameters
+
+
+def chunks(rows: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        yield rows[start:start + ROWS_PER_STATEMENT]
 # Rating counts per level, added element-wise (PostgreSQL has no array addition).
 ADD_LEVELS = literal_column(
     "ARRAY(SELECT a + b FROM unnest(outcome_stats.levels, excluded.levels) WITH ORDINALITY AS t(a, b, i) ORDER BY i)")
@@ -140,11 +146,12 @@ async def record_exposures(session: AsyncSession, rows: Sequence[tuple[uuid.UUID
     if not rows:
         return
     unique = list({(e, u): (e, u, v) for e, u, v in rows}.values())
-    stmt = (insert(Exposure).values([{"experiment_id": e, "unit": u, "variant": v} for e, u, v in unique])
-            .on_conflict_do_nothing().returning(Exposure.experiment_id, Exposure.variant))
     counts: dict[tuple[uuid.UUID, str], int] = {}
-    for experiment_id, variant in (await session.execute(stmt)).all():
-        counts[(experiment_id, variant)] = counts.get((experiment_id, variant), 0) + 1
+    for chunk in chunks(unique):
+        stmt = (insert(Exposure).values([{"experiment_id": e, "unit": u, "variant": v} for e, u, v in chunk])
+                .on_conflict_do_nothing().returning(Exposure.experiment_id, Exposure.variant))
+        for experiment_id, variant in (await session.execute(stmt)).all():
+            counts[(experiment_id, variant)] = counts.get((experiment_id, variant), 0) + 1
     if counts:
         ins = insert(VariantUnits).values([{"experiment_id": e, "variant": v, "units": n}
                                            for (e, v), n in sorted(counts.items())])
@@ -177,8 +184,8 @@ async def variant_data(session: AsyncSession, experiment_id: uuid.UUID) -> dict[
 
 
 async def add_served(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(insert(ServedResponse).values(list(rows)).on_conflict_do_nothing())
+    for chunk in chunks(rows):
+        await session.execute(insert(ServedResponse).values(list(chunk)).on_conflict_do_nothing())
 
 
 async def served(session: AsyncSession, organization: str, response_ids: Iterable[str]) -> dict[str, ServedResponse]:
