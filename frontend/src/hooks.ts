@@ -39,7 +39,6 @@ export function usePoll<T>(load: () => Promise<T>, intervalMs: number | null, de
       cancelled = true;
       window.clearTimeout(timer);
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...deps, intervalMs, tick]);
 
   return { data, error, loading, reload: () => setTick((t) => t + 1), setData };

@@ -70,7 +70,6 @@ export function FeedbackQueue() {
       return [...head, ...tail];
     });
     setCursor((c) => (items.length > PAGE ? c : first.data!.next_cursor));
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [first.data]);
 
   useEffect(() => {

@@ -171,7 +171,6 @@ function LaunchJob({ onLaunched }: { onLaunched: (job: Job) => void }) {
       .then((e) => { if (!cancelled) { setEstimate(e); setEstimateError(null); } })
       .catch((e) => { if (!cancelled) { setEstimate(null); setEstimateError(e instanceof ApiError ? e.detail : String(e)); } });
     return () => { cancelled = true; };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [settled]);
 
   const launch = async (e: Event) => {
