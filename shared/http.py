@@ -17,9 +17,10 @@ from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role
 from shared.db import Database
 from shared.errors import DomainError
 from shared.input_guard import InputGuardMiddleware
-from shared.observability import HTTP_LATENCY
+from shared.observability import HTTP_LATENCY, get_logger
 
 CORRELATION_HEADER = "x-correlation-id"
+log = get_logger(__name__)
 MAX_CORRELATION_ID = 200
 
 
@@ -116,6 +117,31 @@ async def _too_large(limit: int, send: Send) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+class ServiceApp(FastAPI):
+    """A FastAPI app whose unexpected errors end as a complete 500 (our error shape, logged with the
+    correlation id) without the exception reaching the server: uvicorn closes a kept-alive connection
+    when an app raises, and a client (the gateway) that had just taken that connection for another
+    request, perhaps another organization's, would see it fail."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        complete = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal complete
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, tracking_send)
+        except Exception:
+            if not complete:
+                raise
+            log.exception("unexpected error; answered 500", path=scope.get("path"))
+
+
 def create_app(
     *,
     service: str,
@@ -124,7 +150,7 @@ def create_app(
     lifespan=None,
     guard_input: bool = True,
 ) -> FastAPI:
-    app = FastAPI(title=f"Betabase RLHF — {service}", lifespan=lifespan)
+    app = ServiceApp(title=f"Betabase RLHF — {service}", lifespan=lifespan)
     large = large_body_paths or {}
 
     app.add_middleware(ObserveMiddleware, service=service)
@@ -135,6 +161,11 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def validation_failed(request: Request, exc: RequestValidationError):
         return error(422, "validation_error", "request is invalid", errors=field_errors(exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        cid = getattr(request.state, "correlation_id", "")
+        return error(500, "internal_error", f"an unexpected error; correlation id {cid} names it in the logs")
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError):

@@ -28,7 +28,10 @@ def configure_logging(service: str, *, fmt: str = "console", level: str = "INFO"
     renderer = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            # plain tracebacks: rich's, with locals, take seconds to render on a busy machine
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[

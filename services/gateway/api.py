@@ -36,29 +36,52 @@ def install(app: FastAPI, routes: dict[str, str]) -> None:
                           include_in_schema=False)
 
 
+IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+# The gateway's own server writes these; the upstream's copies would make them appear twice.
+OWN_HEADERS = {"date", "server"}
+
+
+def _refusal(request: Request):
+    """Why the gateway will not forward `request`, or None: a NUL in the path, or dot segments (which
+    would let `/api/feedback/..%2F..%2Fmetrics` leave the service's API)."""
+    path = request.url.path
+    if "\x00" in path:
+        return error(400, "invalid_path", "the path holds a NUL character")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return error(400, "invalid_path", "dot segments (. and ..) are not allowed in paths")
+    return None
+
+
 def _proxy(routes: dict[str, str]):
     async def proxy(request: Request, rest: str):
+        refused = _refusal(request)
+        if refused is not None:
+            return refused
         base = upstream_for(routes, request.url.path)
         if base is None:
             return error(404, "not_found", f"no service serves {request.url.path}")
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
-        headers.append(("x-correlation-id", request.state.correlation_id))
+        # Raw bytes: a header value with non-ASCII bytes is passed on as it came, not re-encoded.
+        headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        headers.append((b"x-correlation-id", request.state.correlation_id.encode("latin-1")))
         client: httpx.AsyncClient = request.app.state.client
-        upstream = client.build_request(
-            request.method,
-            base + request.url.path,
-            params=request.url.query,
-            headers=headers,
-            content=request.stream(),
-        )
-        try:
-            response = await client.send(upstream, stream=True)
-        except httpx.TransportError as exc:
-            return error(502, "bad_gateway", f"upstream unavailable: {type(exc).__name__}")
+        retryable = request.method in IDEMPOTENT
+        # An idempotent request's body is small and read whole, so that it can be sent again once if
+        # the upstream closed a kept-alive connection under it; other bodies are streamed through.
+        content = await request.body() if retryable else request.stream()
+        for attempt in (1, 2):
+            upstream = client.build_request(
+                request.method, base + request.url.path, params=request.url.query, headers=headers, content=content,
+            )
+            try:
+                response = await client.send(upstream, stream=True)
+                break
+            except httpx.TransportError as exc:
+                if not (retryable and attempt == 1):
+                    return error(502, "bad_gateway", f"upstream unavailable: {type(exc).__name__}")
         return StreamingResponse(
             response.aiter_raw(),
             status_code=response.status_code,
-            headers={k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP},
+            headers={k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP | OWN_HEADERS},
             background=BackgroundTask(response.aclose),
         )
 
