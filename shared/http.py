@@ -76,12 +76,11 @@ class ObserveMiddleware:
             ).observe(time.perf_counter() - start)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
-    """413 for bodies over the limit, whether or not the client sent Content-Length."""
+    """413 for bodies over the limit, whether or not the client sent Content-Length. Past the limit
+    the app is told the client went away (it cannot mistake a cut body for a whole one, and FastAPI
+    would call the failed read a 400 "error parsing the body"), and whatever it answers is replaced
+    by the 413."""
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]):
         self.app = app
@@ -94,20 +93,35 @@ class BodyLimitMiddleware:
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 return await _too_large(limit, send)
-        seen = 0
+        seen, too_large, answered = 0, False, False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLarge
+                    too_large = True
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            if too_large:
+                if not answered:
+                    answered = True
+                    await _too_large(limit, send)
+                return
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not answered:
             await _too_large(limit, send)
 
 

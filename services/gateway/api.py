@@ -60,11 +60,14 @@ def _proxy(routes: dict[str, str]):
         base = upstream_for(routes, request.url.path)
         if base is None:
             return error(404, "not_found", f"no service serves {request.url.path}")
-        # Raw bytes: a header value with non-ASCII bytes is passed on as it came, not re-encoded.
-        headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        retryable = request.method in IDEMPOTENT
+        # Raw bytes: a header value with non-ASCII bytes is passed on as it came, not re-encoded. A
+        # streamed body keeps its Content-Length, so that the service can refuse an oversized one (413)
+        # before reading it; a body read whole gets its length from the client library.
+        dropped = HOP_BY_HOP if retryable else HOP_BY_HOP - {"content-length"}
+        headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in dropped]
         headers.append((b"x-correlation-id", request.state.correlation_id.encode("latin-1")))
         client: httpx.AsyncClient = request.app.state.client
-        retryable = request.method in IDEMPOTENT
         # An idempotent request's body is small and read whole, so that it can be sent again once if
         # the upstream closed a kept-alive connection under it; other bodies are streamed through.
         content = await request.body() if retryable else request.stream()

@@ -107,3 +107,18 @@ async def test_concurrent_requests_of_two_organizations_around_crashes(upstream)
             for i in range(40)
         ))
         assert [r.status_code for r in answers] == [500 if i % 2 else 200 for i in range(40)]
+
+
+async def test_an_oversized_body_answers_413_through_the_gateway(stack, gateway, make_key, org):
+    big = b'{"query": "' + b"x" * (2 << 20) + b'", "response": "r", "feedback_type": "thumbs_up"}'
+
+    async def chunked():
+        for start in range(0, len(big), 65536):
+            yield big[start:start + 65536]
+
+    h = await make_key(org, "viewer")
+    for headers in ({}, h):  # with a key and without: the size is refused before anything else
+        headers = headers | {"content-type": "application/json"}
+        for content in (big, chunked()):  # with Content-Length, and chunked
+            r = await gateway.post("/api/feedback", content=content, headers=headers)
+            assert r.status_code == 413 and r.json()["error"] == "body_too_large", r.text
