@@ -22,7 +22,7 @@ export function FineTuning() {
   const [selectedId, setSelectedId] = useState<string | null>(null);
   const [launching, setLaunching] = useState(false);
   const jobs = usePoll(() => ok(api.GET("/api/fine-tuning/jobs", { params: { query: { provider: provider || undefined, limit: 100 } } })), 2000, [provider]);
-  const budget = usePoll(() => ok(api.GET("/api/fine-tuning/budget")), 5000, []);
+  const budget = usePoll(() => ok(api.GET("/api/fine-tuning/budget")), 2000, []);
   const items = jobs.data?.items ?? [];
   const running = items.filter((j) => !TERMINAL.has(j.status)).length;
 
@@ -84,7 +84,7 @@ function AdminCard({ limit, onSaved }: { limit: number | null; onSaved: () => vo
   const { notify } = useSession();
   const [value, setValue] = useState(limit == null ? "" : String(limit));
   const [busy, setBusy] = useState(false);
-  const audit = usePoll(() => ok(api.GET("/api/fine-tuning/audit", { params: { query: { limit: 20 } } })), 5000, []);
+  const audit = usePoll(() => ok(api.GET("/api/fine-tuning/audit", { params: { query: { limit: 20 } } })), 2000, []);
   useEffect(() => setValue(limit == null ? "" : String(limit)), [limit]);
   const save = async (e: Event) => {
     e.preventDefault();

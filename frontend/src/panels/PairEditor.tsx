@@ -30,7 +30,7 @@ const draftOf = (p: Pair): Draft => ({
 
 export function PairEditor() {
   const { can } = useSession();
-  const datasets = usePoll(() => ok(api.GET("/api/training-datasets", { params: { query: { limit: 200 } } })), 5000, []);
+  const datasets = usePoll(() => ok(api.GET("/api/training-datasets", { params: { query: { limit: 200 } } })), 2000, []);
   const pairDatasets = (datasets.data?.items ?? []).filter((d) => d.dataset_type !== "instruction_tuning" && d.status !== "archived");
   // The dataset last worked on in this tab: its pairs load alongside the dataset list.
   const [datasetId, setDatasetIdState] = useState<string>(sessionStorage.getItem("rlhf.pairs.dataset") ?? "");
@@ -118,7 +118,7 @@ function Mining({ dataset, onMined }: { dataset: Dataset; onMined: () => void })
   const [approvedOnly, setApprovedOnly] = useState(true);
   const [busy, setBusy] = useState(false);
   const [result, setResult] = useState<Record<string, number> | null>(null);
-  const stats = usePoll(() => ok(api.GET("/api/feedback/stats", { params: { query: { status: approvedOnly ? "approved" : undefined } } })), 5000, [approvedOnly]);
+  const stats = usePoll(() => ok(api.GET("/api/feedback/stats", { params: { query: { status: approvedOnly ? "approved" : undefined } } })), 2000, [approvedOnly]);
   const byType = stats.data?.by_type ?? {};
 
   const mine = async () => {
