@@ -18,7 +18,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 up: $(VENV)/.installed ui
-	$(BIN)/rlhf up
+	$(BIN)/rlhf up $(ARGS)
 
 test: $(VENV)/.installed-dev ui chromium
 	$(BIN)/python -m pytest
