@@ -46,3 +46,10 @@ def test_budget():
     domain.check_budget(5.0, 10.0, 5.0)
     with pytest.raises(domain.BudgetExceeded, match=r"\$5.01 exceeds the \$5.00 left"):
         domain.check_budget(5.01, 10.0, 5.0)
+
+
+def test_a_local_launch_without_the_train_extra_names_the_install_command():
+    from services.training.providers.huggingface import TRAIN_PACKAGES, missing_packages
+
+    assert missing_packages() == []  # `make test` installs the train extra
+    assert missing_packages((*TRAIN_PACKAGES, "no_such_trainer_lib")) == ["no_such_trainer_lib"]

@@ -9,6 +9,7 @@ lock held, or the worker's traces when it has already ended, and adopts that run
 
 import asyncio
 import fcntl
+import importlib.util
 import json
 import os
 import signal
@@ -76,7 +77,12 @@ class HuggingFaceProvider:
         return int(hyperparameters.get("n_epochs", 1))
 
     def check_credentials(self, settings: TrainingSettings) -> None:
-        return None  # nothing to reach
+        # nothing to reach, but the training libraries must be installed (the `train` extra)
+        if missing := missing_packages():
+            raise domain.MissingCredentials(
+                f"local training needs the train extra (missing: {', '.join(missing)}): "
+                "pip install 'betabase-rlhf[train]'"
+            )
 
     async def submit(self, job: JobSpec, settings: TrainingSettings) -> Submission:
         await asyncio.to_thread(_start_once, settings.workdir() / job.job_id, job, settings)
@@ -93,6 +99,14 @@ class HuggingFaceProvider:
                 os.killpg(process.pid, signal.SIGTERM)  # the worker and anything it started
             except ProcessLookupError:
                 pass
+
+
+TRAIN_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets")
+
+
+def missing_packages(packages: tuple[str, ...] = TRAIN_PACKAGES) -> list[str]:
+    """Which of the local trainer's libraries this install lacks (looked up, not imported)."""
+    return [name for name in packages if importlib.util.find_spec(name) is None]
 
 
 def _start_once(job_dir: Path, job: JobSpec, settings: TrainingSettings) -> None:
