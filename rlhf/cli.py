@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from shared import auth
-from shared.db import make_engine
+from shared.errors import DomainError
 from shared.infra import start_postgres
 
 
@@ -63,27 +63,103 @@ def migrate() -> None:
     typer.echo("migrations applied")
 
 
+URL_OPTION = typer.Option("http://127.0.0.1:8000", "--url", envvar="RLHF_URL",
+                          help="the running stack's gateway (or RLHF_URL)")
+ADMIN_KEY_OPTION = typer.Option(None, "--key", envvar="RLHF_API_KEY",
+                                help="an admin key of the organization, when a stack answers (or RLHF_API_KEY)")
+DIRECT_OPTION = typer.Option(False, "--direct",
+                             help="work on the database (DATABASE_URL or the embedded one in RLHF_DATA_DIR) even "
+                                  "when a stack answers: the operator's way to make a new organization's first key")
+EXPIRES_AT_OPTION = typer.Option(None, "--expires-at", help="when the key stops working (ISO 8601; no zone: UTC)")
+EXPIRES_IN_OPTION = typer.Option(None, "--expires-in", help="or how long from now: 90d, 12h, 30m, 45s")
+
+
 @keys.command("create")
 def create_key(
-    org: str = typer.Option(..., "--org", help="organization the key acts for"),
+    org: str | None = typer.Option(None, "--org", help="organization the key acts for (a slug: a-z, 0-9, '-'); "
+                                                        "through the stack, your admin key's own"),
     role: RoleName = typer.Option(..., "--role", help="viewer, curator or admin", case_sensitive=False),
     name: str | None = typer.Option(None, "--name", help="a label to recognise the key by"),
+    expires_at: str | None = EXPIRES_AT_OPTION,
+    expires_in: str | None = EXPIRES_IN_OPTION,
+    url: str = URL_OPTION,
+    key: str | None = ADMIN_KEY_OPTION,
+    direct: bool = DIRECT_OPTION,
 ) -> None:
     """Create an API key and print it (it is stored hashed and cannot be shown again)."""
-    from shared.migrations import upgrade
-    from shared.service import AUTH_MIGRATIONS
+    from rlhf import keys_cli
 
-    url, _server = _database_url()
-
-    async def run() -> str:
-        engine = make_engine(url, pool_size=1)
+    if org is not None:
         try:
-            await upgrade(engine, metadata=auth.metadata, versions=AUTH_MIGRATIONS)
-            return await auth.create_key(engine, organization=org, role=auth.Role[role.value], name=name)
-        finally:
-            await engine.dispose()
+            auth.check_organization(org)
+        except DomainError as exc:
+            raise typer.BadParameter(exc.message, param_hint="--org") from exc
+    when = keys_cli.expiry(expires_at, expires_in)
+    made = keys_cli.target(url, key, direct).create(org, role.value, name, when)
+    typer.echo(f"{keys_cli.describe(made)} (shown once, stored hashed):", err=True)
+    typer.echo(made["key"])
 
-    typer.echo(asyncio.run(run()))
+
+@keys.command("list")
+def list_keys(
+    org: str | None = typer.Option(None, "--org", help="only this organization's (on the database: default all)"),
+    status: str | None = typer.Option(None, "--status", help="active, revoked or expired"),
+    url: str = URL_OPTION,
+    key: str | None = ADMIN_KEY_OPTION,
+    direct: bool = DIRECT_OPTION,
+) -> None:
+    """List keys (never their secrets): id, organization, role, status, name, created, expires."""
+    from rlhf import keys_cli
+
+    if status is not None and status not in ("active", "revoked", "expired"):
+        raise typer.BadParameter("active, revoked or expired", param_hint="--status")
+    keys_cli.print_keys(keys_cli.target(url, key, direct).list_keys(org, status))
+
+
+@keys.command("revoke")
+def revoke_key(
+    key_id: str = typer.Argument(..., help="the key's id (what `rlhf keys list` shows; the part after rlhf_)"),
+    url: str = URL_OPTION,
+    key: str | None = ADMIN_KEY_OPTION,
+    direct: bool = DIRECT_OPTION,
+) -> None:
+    """Revoke a key: every service refuses it within a second."""
+    from rlhf import keys_cli
+
+    revoked = keys_cli.target(url, key, direct).revoke(key_id)
+    typer.echo(f"revoked {keys_cli.describe(revoked)}")
+
+
+@keys.command("rotate")
+def rotate_key(
+    key_id: str = typer.Argument(..., help="the key to replace"),
+    expires_at: str | None = EXPIRES_AT_OPTION,
+    expires_in: str | None = EXPIRES_IN_OPTION,
+    url: str = URL_OPTION,
+    key: str | None = ADMIN_KEY_OPTION,
+    direct: bool = DIRECT_OPTION,
+) -> None:
+    """A new key with the same name and role, printed once; the old one is revoked."""
+    from rlhf import keys_cli
+
+    made = keys_cli.target(url, key, direct).rotate(key_id, keys_cli.expiry(expires_at, expires_in))
+    typer.echo(f"revoked {key_id}; its replacement is {keys_cli.describe(made)} (shown once, stored hashed):",
+               err=True)
+    typer.echo(made["key"])
+
+
+@keys.command("audit")
+def audit_keys(
+    key_id: str | None = typer.Option(None, "--key-id", help="only this key's entries"),
+    limit: int = typer.Option(100, "--limit", min=1, max=1000),
+    url: str = URL_OPTION,
+    key: str | None = ADMIN_KEY_OPTION,
+    direct: bool = DIRECT_OPTION,
+) -> None:
+    """Who created, rotated and revoked which keys, newest first."""
+    from rlhf import keys_cli
+
+    keys_cli.print_audit(keys_cli.target(url, key, direct).audit(key_id, limit))
 
 
 @bench.command("ingest")

@@ -7,4 +7,5 @@ SERVICES = (
     "services.training.main",
     "services.registry.main",
     "services.experiments.main",
+    "services.accounts.main",
 )

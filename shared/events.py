@@ -465,6 +465,34 @@ class OutcomeRecorded(Event):
     recorded_at: datetime | None = None
 
 
+@register
+class KeyCreated(Event):
+    """An API key was made (by rotation when `rotated_from` names the key it replaces); never its secret."""
+
+    type_name: ClassVar[str] = "KeyCreated"
+
+    key_id: str
+    role: str
+    name: str | None = None
+    expires_at: datetime | None = None
+    rotated_from: str | None = None
+    created_by: str
+    created_at: datetime
+
+
+@register
+class KeyRevoked(Event):
+    """An API key stopped working (each process drops it from its cache when the revocation
+    commits, not when this is consumed); `replaced_by` names the key a rotation made in its place."""
+
+    type_name: ClassVar[str] = "KeyRevoked"
+
+    key_id: str
+    replaced_by: str | None = None
+    revoked_by: str
+    revoked_at: datetime
+
+
 __all__ = [
     "DatasetExported",
     "DeploymentRefused",
@@ -475,6 +503,8 @@ __all__ = [
     "JobFailed",
     "JobProgressed",
     "JobStarted",
+    "KeyCreated",
+    "KeyRevoked",
     "ModelArchived",
     "ModelDeployed",
     "ModelRegistered",

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role
+from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role, client_address
 from shared.db import Database
 from shared.errors import DomainError
 from shared.input_guard import InputGuardMiddleware
@@ -202,7 +202,9 @@ async def current_principal(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("missing bearer API key (Authorization: Bearer <key>)")
     verifier: KeyVerifier = request.app.state.verifier
-    return await verifier.verify(token.strip())
+    peer = request.client.host if request.client else None
+    forwarded = ", ".join(request.headers.getlist("x-forwarded-for"))
+    return await verifier.verify(token.strip(), client=client_address(peer, forwarded, verifier.trusted_proxies))
 
 
 def require(role: Role):

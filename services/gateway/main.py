@@ -10,6 +10,7 @@ import httpx
 import uvicorn
 
 from services.gateway import api, docs, health, security, ui
+from services.gateway.forwarded import ForwardedForMiddleware
 from shared.http import create_app
 from shared.observability import configure_logging
 from shared.service import load_specs
@@ -31,6 +32,7 @@ def build_app(settings: Settings):
     app = create_app(service="gateway", max_body_bytes=64 * 1024 * 1024, lifespan=lifespan, guard_input=False)
     api.install(app, routes)
     security.install(app)
+    app.add_middleware(ForwardedForMiddleware)  # services count failed authentications by it
     docs.install(app, load_specs().values())
     health.install(app, load_specs().values())
     ui.install(app)  # last: its catch-all serves the UI at / and every path the API does not

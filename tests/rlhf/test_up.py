@@ -78,9 +78,12 @@ async def test_up_keys_post_list_event_and_restart(tmp_path):
         banner = "".join(lines)
         assert f"Gateway: {gateway}" in banner
         assert "Admin API key for organization 'default'" in banner
+        admin = next(lines[i + 1] for i, line in enumerate(lines) if line.startswith("Admin API key")).strip()
+        # The command line finds the running stack and makes the key through its API, with that admin key.
         key = subprocess.run(
-            [*RLHF, "keys", "create", "--org", "acme", "--role", "curator"],
-            env=clean_env(data_dir), capture_output=True, text=True, check=True,
+            [*RLHF, "keys", "create", "--role", "curator"],
+            env={**clean_env(data_dir), "RLHF_URL": gateway, "RLHF_API_KEY": admin},
+            capture_output=True, text=True, check=True,
         ).stdout.strip().splitlines()[-1]
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
@@ -93,7 +96,7 @@ async def test_up_keys_post_list_event_and_restart(tmp_path):
             listed = (await client.get("/api/feedback", headers=headers)).json()["items"]
             assert [i["id"] for i in listed] == [fid]
         probe = KafkaProbe(f"127.0.0.1:{ports['kafka']}")
-        records = await probe.collect([FeedbackReceived.topic()], lambda rs: len(rs) >= 1, match=of_org("acme"))
+        records = await probe.collect([FeedbackReceived.topic()], lambda rs: len(rs) >= 1, match=of_org("default"))
         assert envelope_of(records[0])["payload"]["feedback_id"] == fid
     finally:
         out = interrupt(process)
