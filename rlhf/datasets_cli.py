@@ -2,6 +2,7 @@
 downloads the training file with a progress bar and checks its sha256."""
 
 import hashlib
+import os
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,24 @@ def _fail(response: httpx.Response) -> None:
     raise typer.Exit(1)
 
 
+def check_writable(out: Path) -> None:
+    """Refuse before anything is exported: an export made for a file that cannot be written would
+    still become the dataset's newest version (the default for launches)."""
+    folder = out.parent
+    problem = None
+    if out.is_dir():
+        problem = f"{out} is a directory; give a file name"
+    elif not folder.is_dir():
+        problem = f"the folder {folder} does not exist"
+    elif not os.access(folder, os.W_OK):
+        problem = f"the folder {folder} is not writable"
+    if problem:
+        typer.secho(f"cannot write the export: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+
+
 def export_and_download(base_url: str, key: str, dataset_id: str, fmt: str, out: Path) -> None:
+    check_writable(out)
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(30, read=None)) as client:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as spinner:
