@@ -66,3 +66,39 @@ async def two_versions(db: Database, organization: str, backend_url: str, name: 
     await deliver(db, organization, handlers.record_registered, v1, v2)
     await deliver(db, organization, handlers.record_deployed, deployed(v1))
     return v1, v2
+
+
+SENTENCES = {"a": ["user: hello\nassistant: the parcel ships today"] * 4,
+             "b": ["user: hello\nassistant: please reset your password"] * 4}
+
+
+def train_adapter(base, texts: list[str], out) -> str:
+    """A LoRA adapter trained for a few steps on `texts`, saved to `out`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(len(str(out)))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    for _ in range(8):
+        loss = model(**batch, labels=batch["input_ids"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(out)
+    return out.as_uri()
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tmp_path_factory):
+    """A tiny Llama made here and two LoRA adapters trained on it: (base directory, {a, b: adapter URL})."""
+    pytest.importorskip("peft")
+    from tests.training.tiny_model import make_tiny_llama
+
+    root = tmp_path_factory.mktemp("tiny")
+    base = make_tiny_llama(root / "base", [t for ts in SENTENCES.values() for t in ts] * 5)
+    return str(base), {k: train_adapter(base, texts, root / f"adapter-{k}") for k, texts in SENTENCES.items()}
