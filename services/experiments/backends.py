@@ -63,7 +63,7 @@ async def complete(serving: dict[str, Any], body: dict[str, Any]) -> dict[str, A
                                                               extra_body=params)
         except openai.APIError as exc:
             raise _status_of(exc) from exc
-        return completion.model_dump(exclude_none=True)
+        return completion.model_dump(exclude_unset=True)  # as sent, explicit nulls kept
     if kind == "bedrock":
         return await asyncio.to_thread(_bedrock_complete, serving, body)
     if kind == "local":
@@ -82,7 +82,7 @@ async def stream(serving: dict[str, Any], body: dict[str, Any]) -> AsyncIterator
             chunks = await client.chat.completions.create(model=serving["model"], messages=body["messages"],
                                                           stream=True, extra_body=params)
             async for chunk in chunks:
-                yield chunk.model_dump(exclude_none=True)
+                yield chunk.model_dump(exclude_unset=True)
         except openai.APIError as exc:
             raise _status_of(exc) from exc
         return
@@ -99,8 +99,8 @@ def _completion(model: str, text: str, prompt_tokens: int, completion_tokens: in
                 finish_reason: str = "stop") -> dict[str, Any]:
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": finish_reason}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens}}
 

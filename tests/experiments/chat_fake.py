@@ -1,17 +1,50 @@
 """A local OpenAI-compatible chat server, as vLLM or Ollama would be: answers `POST
 /v1/chat/completions` (streamed or not) with a text naming the model it was asked for, so a test
-sees which version served it. `down` makes it answer 503 (a backend in trouble)."""
+sees which version served it. `down` makes it answer 503 (a backend in trouble). Every request the
+router sends it, and every answer it gives, is checked against OpenAI's OpenAPI contract (the same
+checker as tests/fakes/openai_fake.py); what fails is kept in `violations`."""
 
 import json
 import threading
 import time
 import uuid
+from typing import Any
 
 import uvicorn
+import yaml
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from openapi_core import Config, OpenAPI
+from openapi_core.contrib.starlette.requests import StarletteOpenAPIRequest
+from openapi_core.contrib.starlette.responses import StarletteOpenAPIResponse
 
 from shared.infra import free_port
+from tests.fakes.openai_fake import _openapi_30_idioms_as_31, contract_path
+
+_CONTRACT: dict = {}
+
+
+def _without_implicit_discriminators(node: Any) -> Any:
+    """A discriminator without a mapping names its schemas by the property's value (`role: user` ->
+    #/components/schemas/user), which the document does not define; `oneOf` alone still checks."""
+    if isinstance(node, list):
+        return [_without_implicit_discriminators(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _without_implicit_discriminators(v) for k, v in node.items()}
+    if isinstance(out.get("discriminator"), dict) and "mapping" not in out["discriminator"]:
+        out.pop("discriminator")
+    return out
+
+
+def load_contract(base_url: str) -> OpenAPI:
+    """OpenAI's OpenAPI document as tests/fakes/openai_fake.py reads it, for chat completions."""
+    if not _CONTRACT:
+        with open(contract_path()) as src:
+            _CONTRACT["spec"] = _without_implicit_discriminators(
+                _openapi_30_idioms_as_31(yaml.load(src, Loader=yaml.CSafeLoader)))
+    return OpenAPI.from_dict(dict(_CONTRACT["spec"], servers=[{"url": base_url}]),
+                             config=Config(spec_validator_cls=None))
 
 
 class ChatFake:
@@ -20,6 +53,8 @@ class ChatFake:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.down = False
         self.requests: list[dict] = []
+        self.violations: list[str] = []
+        self.contract = load_contract(self.url)
         self._server: uvicorn.Server | None = None
 
     def start(self) -> "ChatFake":
@@ -39,6 +74,26 @@ class ChatFake:
 
     def _app(self) -> FastAPI:
         app = FastAPI()
+
+        @app.middleware("http")
+        async def validate(request: Request, call_next):
+            body = await request.body()
+            try:
+                self.contract.validate_request(StarletteOpenAPIRequest(request, body))
+            except Exception as exc:  # the router sent something OpenAI would not accept
+                self.violations.append(f"request: {exc!r} {getattr(exc, '__cause__', '')}")
+            response = await call_next(request)
+            if response.headers.get("content-type", "").startswith("text/event-stream"):
+                return response
+            data = b"".join([chunk async for chunk in response.body_iterator])
+            plain = Response(content=data, status_code=response.status_code, headers=dict(response.headers))
+            if response.status_code < 400:
+                try:
+                    self.contract.validate_response(StarletteOpenAPIRequest(request, body),
+                                                    StarletteOpenAPIResponse(plain))
+                except Exception as exc:
+                    self.violations.append(f"response: {exc!r} {getattr(exc, '__cause__', '')}")
+            return plain
 
         @app.post("/v1/chat/completions")
         async def completions(request: Request):

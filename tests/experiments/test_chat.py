@@ -7,10 +7,15 @@ import openai
 import orjson
 import pytest
 import pytest_asyncio
+from openapi_core.contrib.starlette.requests import StarletteOpenAPIRequest
+from openapi_core.contrib.starlette.responses import StarletteOpenAPIResponse
 from sqlalchemy import text
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response
 
 from services.experiments.main import SPEC
 from shared.service import build_app
+from tests.experiments.chat_fake import load_contract
 from tests.experiments.conftest import two_versions
 
 pytestmark = pytest.mark.asyncio
@@ -24,14 +29,51 @@ async def app(experiments_db, settings):
         await app.state.experiments_batcher.drain()
 
 
+class ContractChecked(httpx.AsyncBaseTransport):
+    """The router's answers to chat completions, checked against OpenAI's OpenAPI contract."""
+
+    def __init__(self, app):
+        self.inner = httpx.ASGITransport(app=app)
+        self.contract = load_contract("http://experiments/v1")
+        self.violations: list[str] = []
+        self.checked = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        body = await response.aread()
+        streamed = response.headers.get("content-type", "").startswith("text/event-stream")
+        if request.url.path.endswith("/chat/completions") and response.status_code == 200 and not streamed:
+            scope = {"type": "http", "method": request.method, "path": request.url.path, "root_path": "",
+                     "query_string": request.url.query, "scheme": "http", "server": ("experiments", 80),
+                     "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]}
+            try:
+                self.contract.validate_response(
+                    StarletteOpenAPIRequest(StarletteRequest(scope), request.content),
+                    StarletteOpenAPIResponse(Response(content=body, status_code=200,
+                                                      media_type="application/json")))
+                self.checked += 1
+            except Exception as exc:
+                self.violations.append(f"{exc!r} {getattr(exc, '__cause__', '')}")
+        return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
+
+
 @pytest_asyncio.fixture
-async def sdk(app, make_key, org):
-    """An OpenAI client whose key is an RLHF API key, pointed at the router."""
+async def checked(app):
+    transport = ContractChecked(app)
+    yield transport
+    assert transport.violations == []
+
+
+@pytest_asyncio.fixture
+async def sdk(checked, make_key, org, chat_backend):
+    """An OpenAI client whose key is an RLHF API key, pointed at the router; the router's answers and
+    its calls to the backend are checked against OpenAI's contract."""
     key = (await make_key(org, "viewer"))["Authorization"].removeprefix("Bearer ")
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    http = httpx.AsyncClient(transport=checked)
     async with openai.AsyncOpenAI(base_url="http://experiments/v1", api_key=key, http_client=http,
                                   max_retries=0) as client:
         yield client
+    assert chat_backend.violations == []
 
 
 async def served_events(db, organization: str) -> list[dict]:
@@ -44,12 +86,14 @@ async def served_events(db, organization: str) -> list[dict]:
 ASK = [{"role": "user", "content": "How do I reset my password?"}]
 
 
-async def test_without_an_experiment_the_deployed_version_answers(sdk, app, experiments_db, chat_backend, org):
+async def test_without_an_experiment_the_deployed_version_answers(sdk, app, checked, experiments_db, chat_backend,
+                                                                  org):
     v1, _ = await two_versions(experiments_db, org, chat_backend.url)
     raw = await sdk.chat.completions.with_raw_response.create(model="support-bot", messages=ASK)
     completion = raw.parse()
     assert completion.choices[0].message.content == "answer from support-bot-v1"
     assert completion.id.startswith("chatcmpl-rlhf-") and completion.model == "support-bot"
+    assert checked.checked == 1  # and it is an answer OpenAI's contract accepts
     assert raw.headers["x-rlhf-model-version"] == "1.0.0" and "x-rlhf-experiment" not in raw.headers
     assert float(raw.headers["x-rlhf-overhead-ms"]) >= 0
     models = await sdk.models.list()
