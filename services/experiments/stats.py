@@ -172,10 +172,15 @@ def cs_halfwidth(variance_of_estimate: float, n: int, alpha: float = ALPHA, tuni
 
 
 def _variances_of_means(control: Moments, treatment: Moments, rate: bool) -> tuple[float, float]:
+    """For rates, from (successes + 1/2) / (n + 1): at 0% or 100% the plain estimate says "no
+    variance" and the sequence would never close, so an arm that always fails could never breach."""
     def one(m: Moments) -> float:
         if m.n == 0:
             return 0.0
-        return (m.mean * (1 - m.mean) if rate else m.variance) / m.n
+        if rate:
+            shrunk = (m.total + 0.5) / (m.n + 1)
+            return shrunk * (1 - shrunk) / m.n
+        return m.variance / m.n
 
     return one(control), one(treatment)
 

@@ -13,10 +13,12 @@ from sqlalchemy import text
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response
 
+from services.experiments import handlers
 from services.experiments.main import SPEC
 from shared.service import build_app
 from tests.experiments.chat_fake import load_contract
-from tests.experiments.conftest import two_versions
+from tests.experiments.conftest import deliver, deployed, registered, two_versions
+from tests.support import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -159,3 +161,37 @@ async def test_unknown_models_and_backends_that_are_down_answer_in_openai_shape(
         await sdk.chat.completions.create(model="broken-bot", messages=ASK, stream=True)
     await app.state.experiments_batcher.drain()
     assert await served_events(experiments_db, org) == []  # failures are not announced as served answers
+
+
+async def test_a_treatment_whose_backend_is_down_breaches_the_error_guardrail_and_traffic_goes_to_control(
+        sdk, app, experiments_db, chat_backend, make_key, org):
+    v1 = registered("flaky-bot", "1.0.0", {"kind": "openai_compatible", "base_url": chat_backend.url, "model": "ok"})
+    v2 = registered("flaky-bot", "1.1.0", {"kind": "openai_compatible", "base_url": "http://127.0.0.1:9/v1",
+                                           "model": "down"})
+    await deliver(experiments_db, org, handlers.record_registered, v1, v2)
+    await deliver(experiments_db, org, handlers.record_deployed, deployed(v1))
+    curator = await make_key(org, "curator")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://experiments")
+    exp = (await http.post("/api/experiments", headers=curator, json={
+        "name": "flaky", "control_model_id": str(v1.model_version_id), "treatment_model_id": str(v2.model_version_id),
+        "success_metrics": [{"name": "thumbs_up_rate"}],
+        "guardrails": [{"metric": "error_rate", "max_degradation": 0.1}]})).json()
+    failed = []
+    for i in range(80):
+        try:
+            await sdk.chat.completions.create(model="flaky-bot", messages=ASK, user=f"user-{i}",
+                                              tools=[{"type": "function", "function": {"name": "lookup"}}],
+                                              response_format={"type": "text"})
+        except openai.InternalServerError:
+            failed.append(f"user-{i}")
+    assert failed and chat_backend.requests[-1]["tools"][0]["function"]["name"] == "lookup"  # passed through
+    await app.state.experiments_batcher.drain()
+    after = (await http.get(f"/api/experiments/{exp['id']}", headers=curator)).json()
+    assert after["status"] == "paused" and "error_rate" in after["status_reason"]
+
+    async def control_for_all():
+        raw = await sdk.chat.completions.with_raw_response.create(model="flaky-bot", messages=ASK, user=failed[0])
+        return raw if raw.headers["x-rlhf-variant"] == "control" else None
+
+    raw = await eventually(control_for_all, timeout=10)
+    assert raw.parse().choices[0].message.content == "answer from ok"
