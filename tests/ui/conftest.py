@@ -18,6 +18,8 @@ from services.gateway.ui import STATIC
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("RLHF_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "ui"
 AXE = ROOT / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
+# Generous: these machines are shared, and a step waits only as long as it has to.
+TIMEOUT_MS = 30_000
 INSTALL_HINT = "sudo apt-get install chromium (as root, `make test` does it)"
 # Flags for a closed network: without them Chromium keeps trying to reach Google's hosts.
 CHROMIUM_ARGS = [
@@ -53,8 +55,9 @@ def chromium() -> str:
 
 @pytest_asyncio.fixture(scope="session")
 async def browser(chromium):
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
 
+    expect.set_options(timeout=TIMEOUT_MS)
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         yield browser
@@ -79,7 +82,7 @@ class ConsoleWatch:
 async def page(browser, stack):
     context = await browser.new_context(viewport={"width": 1440, "height": 900}, base_url=stack.gateway_url)
     page = await context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(TIMEOUT_MS)
     watch = ConsoleWatch()
     page.on("console", lambda m: watch.errors.append(f"console: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: watch.errors.append(f"pageerror: {e}"))
