@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import openai
+import orjson
 
 
 class BackendError(Exception):
@@ -59,11 +60,15 @@ async def complete(serving: dict[str, Any], body: dict[str, Any]) -> dict[str, A
         client = openai_client(serving)
         params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
         try:
-            completion = await client.chat.completions.create(model=serving["model"], messages=body["messages"],
-                                                              extra_body=params)
+            # The raw answer, as sent (explicit nulls kept), without the SDK's parsing into models.
+            raw = await client.chat.completions.with_raw_response.create(
+                model=serving["model"], messages=body["messages"], extra_body=params)
         except openai.APIError as exc:
             raise _status_of(exc) from exc
-        return completion.model_dump(exclude_unset=True)  # as sent, explicit nulls kept
+        try:
+            return orjson.loads(raw.http_response.content)
+        except orjson.JSONDecodeError as exc:
+            raise BackendError(502, "the backend's answer is not JSON") from exc
     if kind == "bedrock":
         return await asyncio.to_thread(_bedrock_complete, serving, body)
     if kind == "local":

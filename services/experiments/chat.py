@@ -8,12 +8,12 @@ call starts). Answers are announced as ResponseServed and exposures written in b
 database write per request. Errors have OpenAI's shape: 404 for an unknown model, 502 for a backend
 that is down (counted as an error outcome for the guardrails)."""
 
-import json
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -23,6 +23,11 @@ from shared.events import ResponseServed
 from shared.http import DB, Viewer
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible router"])
+
+
+class ORJSONAnswer(JSONResponse):
+    def render(self, content) -> bytes:
+        return orjson.dumps(content)
 
 UNIT_HEADER = "x-rlhf-unit"
 MAX_LOGGED_CHARS = 100_000
@@ -64,7 +69,7 @@ def _served(organization: str, name: str, choice: routing.Choice, unit: str, res
         model_version=choice.target.version, experiment_id=choice.experiment_id, variant=choice.variant, unit=unit,
         latency_ms=max(0, round(latency_ms)), prompt_tokens=prompt, completion_tokens=completion,
         estimated_cost=_cost(choice.target.serving, prompt, completion),
-        messages=body.get("messages", []) if len(json.dumps(body.get("messages", []))) <= MAX_LOGGED_CHARS else [],
+        messages=body.get("messages", []) if len(orjson.dumps(body.get("messages", []))) <= MAX_LOGGED_CHARS else [],
         answer=(answer or "")[:MAX_LOGGED_CHARS] if error is None else None, error=error,
         served_at=datetime.now(UTC))
     return handlers.Served(organization, event, error=error is not None)
@@ -114,7 +119,7 @@ async def chat_completions(request: Request, principal: Viewer, cache: Routes, b
     batch.served(_served(organization, name, choice, unit, response_id, body, backend_ms, completion.get("usage"),
                          message.get("content"), None))
     overhead = (time.perf_counter() - started) * 1000 - backend_ms
-    return JSONResponse(completion, headers=_headers(name, choice, response_id, overhead))
+    return ORJSONAnswer(completion, headers=_headers(name, choice, response_id, overhead))
 
 
 async def _stream(name: str, body: dict, choice: routing.Choice, unit: str, response_id: str, organization: str,
@@ -144,12 +149,13 @@ async def _stream(name: str, body: dict, choice: routing.Choice, unit: str, resp
                 for c in chunk.get("choices") or []:
                     parts.append((c.get("delta") or {}).get("content") or "")
                 usage = chunk.get("usage") or usage
-                yield f"data: {json.dumps(chunk)}\n\n"
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
                 chunk = await anext(chunks, None)
-            yield "data: [DONE]\n\n"
+            yield b"data: [DONE]\n\n"
         except backends.BackendError as exc:
             error = exc.message
-            yield f"data: {json.dumps({'error': {'message': exc.message, 'type': 'api_error', 'code': exc.code}})}\n\n"
+            error_body = {"error": {"message": exc.message, "type": "api_error", "code": exc.code}}
+            yield b"data: " + orjson.dumps(error_body) + b"\n\n"
         finally:
             latency = (time.perf_counter() - before_backend) * 1000
             batch.served(_served(organization, name, choice, unit, response_id, body, latency, usage,
