@@ -11,7 +11,6 @@ from shared.service import load_specs
 from shared.settings import Settings
 
 
-
 async def test_openapi_merges_every_service(stack, gateway):
     doc = (await gateway.get("/openapi.json")).json()
     for spec in load_specs().values():
