@@ -6,7 +6,7 @@
 
 from pathlib import Path
 
-from services.experiments import api, chat, handlers, models
+from services.experiments import api, chat, handlers, models, retention
 from shared import service
 from shared.events import (
     DeploymentRequested,
@@ -37,6 +37,7 @@ SPEC = service.ServiceSpec(
         OutcomeRecorded: handlers.record_reported_outcomes,
     },
     produces=[ExperimentStarted, ExperimentPaused, ExperimentConcluded, ResponseServed, DeploymentRequested],
+    background=[retention.prune_served_responses],
 )
 
 if __name__ == "__main__":

@@ -130,6 +130,8 @@ class ServedResponse(Base):
     served_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     feedback_count: Mapped[int] = mapped_column(Integer, server_default="0")
 
+    __table_args__ = (Index("ix_served_responses_served_at", "served_at"),)
+
 
 outbox = outbox_table(Base.metadata)
 processed_events = processed_events_table(Base.metadata)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal_column, select, tuple_, update
+from sqlalchemy import delete, func, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -204,3 +204,8 @@ async def live_exposures(session: AsyncSession, organization: str, unit: str,
     if experiment_id is not None:
         stmt = stmt.where(Exposure.experiment_id == experiment_id)
     return [(e, v) for e, v in (await session.execute(stmt)).all()]
+
+
+async def prune_served(session: AsyncSession, before: datetime) -> int:
+    result = await session.execute(delete(ServedResponse).where(ServedResponse.served_at < before))
+    return result.rowcount or 0

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from services.experiments import handlers
+from services.experiments import handlers, repository
 from services.experiments.batching import Batcher
 from shared.events import FeedbackReceived, ModelArchived, OutcomeRecorded, ResponseServed
 from tests.experiments.conftest import deliver, registered, two_versions
@@ -218,3 +218,21 @@ async def test_outcomes_other_services_report_count_as_a_metric_of_the_variant(a
     assert (minutes["treatment"]["n"], minutes["treatment"]["mean"], minutes["higher_is_better"]) == (1, 12.5, False)
     refused = await api.post("/api/experiments", headers=key, json=body(v1, v2, success_metrics=[{"name": "nps"}]))
     assert refused.status_code == 422 and "kind" in refused.json()["message"]
+
+
+async def test_served_responses_older_than_the_retention_are_pruned(api, experiments_db, make_key, org):
+    v1, v2 = await two_versions(experiments_db, org, BACKEND)
+    key = await make_key(org, "curator")
+    exp = (await api.post("/api/experiments", headers=key, json=body(v1, v2))).json()
+    await serve_and_rate(experiments_db, org, exp["id"], "control", [True])
+    [served] = await outbox(experiments_db, org, "ResponseServed")
+    async with experiments_db.unit_of_work() as uow:
+        await uow.session.execute(text("UPDATE experiments.served_responses SET served_at = now() - interval '31 days' "
+                                       "WHERE response_id = :r"), {"r": served["response_id"]})
+    async with experiments_db.unit_of_work() as uow:
+        assert await repository.prune_served(uow.session, datetime.now(UTC) - timedelta(days=30)) >= 1
+    late = FeedbackReceived(query="q", response="a", feedback_type="thumbs_up", response_id=served["response_id"],
+                            feedback_id=uuid.uuid4(), created_at=datetime.now(UTC), source="http")
+    await deliver(experiments_db, org, handlers.record_feedback_outcomes, late)
+    results = (await api.get(f"/api/experiments/{exp['id']}", headers=key)).json()["results"]
+    assert results["metrics"][0]["control"]["n"] == 1  # the late thumb is not counted
