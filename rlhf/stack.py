@@ -200,7 +200,9 @@ def up(
         if admin_key:
             print(f"\nAdmin API key for organization 'default' (shown once):\n  {admin_key}\n")
         else:
-            print("\nMake an API key with: rlhf keys create --org ORG --role viewer|curator|admin\n")
+            print("\nMake an API key with an admin key of its organization: RLHF_API_KEY=<admin key> "
+                  "rlhf keys create --org ORG --role viewer|curator|admin\n"
+                  "(a new organization's first admin key: rlhf keys create --direct --org ORG --role admin)\n")
         print("Ctrl-C stops everything.", flush=True)
         while True:
             for name, process in stack.processes.items():
