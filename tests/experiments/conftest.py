@@ -80,11 +80,14 @@ def train_adapter(base, texts: list[str], out) -> str:
 
     torch.manual_seed(len(str(out)))
     tokenizer = AutoTokenizer.from_pretrained(base)
+    # Every projection and 30 steps: enough for each adapter to learn its sentence, so that the two
+    # versions answer differently whatever the random base model.
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+                           LoraConfig(r=8, lora_alpha=16, target_modules=modules, task_type="CAUSAL_LM"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
     batch = tokenizer(texts, return_tensors="pt", padding=True)
-    for _ in range(8):
+    for _ in range(30):
         loss = model(**batch, labels=batch["input_ids"]).loss
         loss.backward()
         optimizer.step()
