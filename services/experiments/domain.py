@@ -242,10 +242,41 @@ def move(status: str, action: str) -> str:
 # ---- analysis ----------------------------------------------------------------------------------
 
 
+# ---- latency percentiles: a mergeable log-bucket sketch (as DDSketch), 1% relative accuracy -------
+
+SKETCH_ACCURACY = 0.01
+_GAMMA = (1 + SKETCH_ACCURACY) / (1 - SKETCH_ACCURACY)
+_LOG_GAMMA = math.log(_GAMMA)
+
+
+def latency_bucket(ms: float) -> int:
+    """The bucket of a latency: every value in it is within 1% of the bucket's representative."""
+    return math.ceil(math.log(max(ms, 0.01)) / _LOG_GAMMA)
+
+
+def sketch_quantile(buckets: Mapping[int, int], q: float) -> float | None:
+    """The q-quantile of the latencies counted in `buckets` (bucket -> count), within 1%."""
+    total = sum(buckets.values())
+    if total == 0:
+        return None
+    rank = q * (total - 1)
+    seen = 0
+    for bucket in sorted(buckets):
+        seen += buckets[bucket]
+        if seen > rank:
+            return 2 * _GAMMA**bucket / (_GAMMA + 1)
+    return 2 * _GAMMA ** max(buckets) / (_GAMMA + 1)
+
+
+def latency_summary(buckets: Mapping[int, int]) -> dict[str, float | None]:
+    return {f"p{round(q * 100)}": sketch_quantile(buckets, q) for q in (0.5, 0.95, 0.99)}
+
+
 @dataclass(frozen=True)
 class VariantData:
     units: int
     tallies: Mapping[str, Tally]
+    latency_buckets: Mapping[int, int] = field(default_factory=dict)
 
 
 def compare(m: Metric, control: Tally, treatment: Tally, *, sequential: bool, alpha: float) -> stats.Comparison:
@@ -311,7 +342,8 @@ def analyse(design: Design, control: VariantData, treatment: VariantData) -> dic
     srm_out = {"units": {CONTROL: control.units, TREATMENT: treatment.units}, "expected_shares": shares,
                "chi_square": srm_stat, "p_value": srm_p, "mismatch": srm_p < 0.001}
     winner, reason = recommend(design, metrics_out, guardrails_out, srm_out)
-    return {"metrics": metrics_out, "guardrails": guardrails_out, "srm": srm_out,
+    latency = {CONTROL: latency_summary(control.latency_buckets), TREATMENT: latency_summary(treatment.latency_buckets)}
+    return {"metrics": metrics_out, "guardrails": guardrails_out, "srm": srm_out, "latency_ms": latency,
             "recommendation": {"winner": winner, "action": ACTIONS[winner], "reason": reason},
             "sequential": design.sequential, "alpha": design.alpha}
 

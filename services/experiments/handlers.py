@@ -262,6 +262,7 @@ async def record_served(uow: UnitOfWork, batch: Sequence[Served]) -> None:
     own outcomes (latency, cost, errors), ResponseServed announcements; then the guardrails."""
     exposures, served_rows = [], []
     tallies: dict[tuple[uuid.UUID, str, str], domain.Tally] = defaultdict(domain.Tally)
+    latencies: dict[tuple[uuid.UUID, str, int], int] = defaultdict(int)
     for s in batch:
         e = s.event
         if not s.error:
@@ -274,9 +275,12 @@ async def record_served(uow: UnitOfWork, batch: Sequence[Served]) -> None:
                                 "experiment_id": e.experiment_id, "variant": e.variant, "served_at": e.served_at})
         for o in domain.served_outcomes(e.latency_ms, e.estimated_cost, s.error):
             tallies[(e.experiment_id, e.variant, o.metric)].add(o.value)
+        if not s.error:
+            latencies[(e.experiment_id, e.variant, domain.latency_bucket(e.latency_ms))] += 1
     await repository.record_exposures(uow.session, exposures)
     await repository.add_served(uow.session, served_rows)
     await repository.add_outcomes(uow.session, dict(tallies))
+    await repository.add_latencies(uow.session, dict(latencies))
     await check_guardrails(uow, {k[0] for k in tallies})
 
 

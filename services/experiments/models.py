@@ -118,6 +118,17 @@ class OutcomeStats(Base):
     levels: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{0,0,0,0,0}")
 
 
+class LatencyBucket(Base):
+    """A variant's latencies as a mergeable sketch: counts per logarithmic bucket (domain.latency_bucket)."""
+
+    __tablename__ = "latency_buckets"
+
+    experiment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    variant: Mapped[str] = mapped_column(Text, primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
 class ServedResponse(Base):
     """Which experiment and variant served a response: feedback on it becomes that variant's outcome."""
 

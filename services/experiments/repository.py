@@ -14,6 +14,7 @@ from services.experiments import domain
 from services.experiments.models import (
     Experiment,
     Exposure,
+    LatencyBucket,
     ModelVersion,
     OutcomeStats,
     ServedResponse,
@@ -173,6 +174,16 @@ async def add_outcomes(session: AsyncSession, tallies: dict[tuple[uuid.UUID, str
               "levels": ADD_LEVELS}))
 
 
+async def add_latencies(session: AsyncSession, counts: dict[tuple[uuid.UUID, str, int], int]) -> None:
+    """Adds (experiment, variant, bucket) -> count to the latency sketches."""
+    rows = [{"experiment_id": e, "variant": v, "bucket": b, "count": n} for (e, v, b), n in sorted(counts.items())]
+    for chunk in chunks(rows):
+        ins = insert(LatencyBucket).values(list(chunk))
+        await session.execute(ins.on_conflict_do_update(
+            index_elements=["experiment_id", "variant", "bucket"],
+            set_={"count": LatencyBucket.count + ins.excluded.count}))
+
+
 async def variant_data(session: AsyncSession, experiment_id: uuid.UUID) -> dict[str, domain.VariantData]:
     units = {v: n for v, n in (await session.execute(
         select(VariantUnits.variant, VariantUnits.units).where(VariantUnits.experiment_id == experiment_id))).all()}
@@ -180,7 +191,12 @@ async def variant_data(session: AsyncSession, experiment_id: uuid.UUID) -> dict[
     rows = await session.execute(select(OutcomeStats).where(OutcomeStats.experiment_id == experiment_id))
     for row in rows.scalars():
         tallies.setdefault(row.variant, {})[row.metric] = domain.Tally(row.n, row.total, row.total_sq, list(row.levels))
-    return {v: domain.VariantData(units.get(v, 0), tallies.get(v, {})) for v in domain.VARIANTS}
+    buckets: dict[str, dict[int, int]] = {v: {} for v in domain.VARIANTS}
+    rows = await session.execute(select(LatencyBucket.variant, LatencyBucket.bucket, LatencyBucket.count)
+                                 .where(LatencyBucket.experiment_id == experiment_id))
+    for variant, bucket, count in rows.all():
+        buckets.setdefault(variant, {})[bucket] = count
+    return {v: domain.VariantData(units.get(v, 0), tallies.get(v, {}), buckets.get(v, {})) for v in domain.VARIANTS}
 
 
 async def add_served(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

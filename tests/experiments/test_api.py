@@ -121,6 +121,7 @@ async def test_feedback_on_served_answers_gives_a_significant_result_and_full_de
     assert thumbs["control"]["mean"] == pytest.approx(0.4) and thumbs["treatment"]["mean"] == pytest.approx(0.7)
     assert thumbs["sequential"] and thumbs["significant"] and thumbs["ci"][0] > 0
     assert live["srm"]["units"] == {"control": 300, "treatment": 300} and not live["srm"]["mismatch"]
+    assert live["latency_ms"]["control"]["p95"] == pytest.approx(100, rel=0.01)  # every answer took 100 ms
     assert live["recommendation"]["winner"] == "treatment"
 
     assert (await api.post(f"/api/experiments/{exp['id']}/full-deploy", headers=key)).status_code == 403

@@ -138,3 +138,23 @@ def test_lifecycle_moves():
     assert domain.move("running", "pause") == "paused"
     with pytest.raises(DomainError):
         domain.move("completed", "resume")
+
+
+def test_latency_percentiles_from_the_sketch_are_within_one_percent_and_sketches_merge():
+    rng = np.random.default_rng(7)
+    first, second = rng.lognormal(5, 0.6, 20_000), rng.lognormal(5.3, 0.4, 30_000)
+
+    def sketch(values):
+        buckets: dict[int, int] = {}
+        for v in values:
+            b = domain.latency_bucket(float(v))
+            buckets[b] = buckets.get(b, 0) + 1
+        return buckets
+
+    merged = {b: sketch(first).get(b, 0) + sketch(second).get(b, 0) for b in sketch(first) | sketch(second)}
+    assert merged == sketch(np.concatenate([first, second]))
+    everything = np.concatenate([first, second])
+    for q in (0.5, 0.95, 0.99):
+        exact = np.quantile(everything, q, method="lower")
+        assert domain.sketch_quantile(merged, q) == pytest.approx(exact, rel=0.011)
+    assert domain.sketch_quantile({}, 0.5) is None
