@@ -82,8 +82,9 @@ async def deployed_version(session: AsyncSession, organization: str, name: str) 
 
 
 async def model_names(session: AsyncSession, organization: str) -> list[str]:
+    """The names the router answers for: those with a deployed version."""
     stmt = (select(ModelVersion.name).where(ModelVersion.organization == organization,
-                                            ModelVersion.status != "archived")
+                                            ModelVersion.status == "deployed")
             .distinct().order_by(ModelVersion.name))
     return list((await session.execute(stmt)).scalars())
 
