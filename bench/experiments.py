@@ -8,7 +8,7 @@ In process: assignments per second (hash of seed and unit); the analysis of an e
 On the real PostgreSQL: FeedbackReceived batches of 500 applied by the consumer's handler (the
 Kafka side is the shared consumer, measured in bench.ingest). Over HTTP, with the experiments API
 as a real process (`--role api`) and the load generator in this process on the same 2 cores:
-/assign against a bare FastAPI endpoint doing the same hash, closed loop with 32 in flight; and
+/assign against a bare FastAPI endpoint doing the same hash, closed loop with 8 in flight; and
 /v1/chat/completions against a fake OpenAI-compatible backend that answers at once, open loop at
 each offered rate, reading `x-rlhf-overhead-ms` (router time, the backend's excluded) from every
 answer. Figures go to stdout and bench/results/experiments-latest.json.
@@ -143,7 +143,7 @@ async def wait_up(url: str) -> None:
 
 # ---- load ------------------------------------------------------------------------------------------
 
-async def closed_loop(url: str, headers: dict, seconds: float, in_flight: int = 32) -> float:
+async def closed_loop(url: str, headers: dict, seconds: float, in_flight: int = 8) -> float:
     done = 0
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient(headers=headers, limits=httpx.Limits(max_connections=in_flight)) as client:
@@ -166,7 +166,10 @@ async def open_loop(url: str, headers: dict, rate: float, seconds: float) -> dic
     totals: list[float] = []
     errors = 0
     total = int(rate * seconds)
-    async with httpx.AsyncClient(headers=headers, timeout=30, limits=httpx.Limits(max_connections=1000)) as client:
+    # A few dozen connections: httpx's pool itself costs CPU in proportion to the connections it holds
+    # (with 1,000 the client starved the service on this machine); waits for a free connection are
+    # client time, not the router's (its overhead header is measured inside the service).
+    async with httpx.AsyncClient(headers=headers, timeout=30, limits=httpx.Limits(max_connections=32)) as client:
         start = time.monotonic()
 
         async def one(i: int) -> None:
