@@ -39,12 +39,12 @@ async def estimate(body: JobCreate, principal: Viewer, database: DB, settings: C
     async with database.unit_of_work() as uow:
         plan = await handlers.plan_launch(uow, principal.organization, launch_request(body), settings)
         limit, spent = await handlers.budget_left(uow, principal.organization, lock=False)
-    remaining = None if limit is None else max(0.0, limit - spent)
     e = plan.estimate
     return Estimate(
         examples=e.examples, tokens_per_epoch=e.tokens_per_epoch, epochs=e.epochs, trained_tokens=e.trained_tokens,
         price_per_million_tokens=e.price_per_million, cost_estimate=e.cost, budget_monthly_limit=limit,
-        budget_spent=spent, budget_remaining=remaining, within_budget=remaining is None or e.cost <= remaining,
+        budget_spent=spent, budget_remaining=domain.budget_remaining(limit, spent),
+        within_budget=domain.within_budget(e.cost, limit, spent),
         hyperparameters=plan.hyperparameters,
     )
 
@@ -106,7 +106,7 @@ async def get_budget(principal: Viewer, database: DB):
     async with database.unit_of_work() as uow:
         limit, spent = await handlers.budget_left(uow, principal.organization, lock=False)
     return BudgetOut(organization=principal.organization, monthly_limit=limit, spent_this_month=spent,
-                     remaining=None if limit is None else max(0.0, limit - spent))
+                     remaining=domain.budget_remaining(limit, spent))
 
 
 @router.put("/budget", response_model=BudgetOut)
@@ -115,7 +115,7 @@ async def put_budget(body: BudgetSet, principal: Admin, database: DB):
         await handlers.set_budget(uow, principal.organization, body.monthly_limit, actor=principal.name)
         limit, spent = await handlers.budget_left(uow, principal.organization, lock=False)
     return BudgetOut(organization=principal.organization, monthly_limit=limit, spent_this_month=spent,
-                     remaining=None if limit is None else max(0.0, limit - spent))
+                     remaining=domain.budget_remaining(limit, spent))
 
 
 @router.get("/audit", response_model=list[AuditOut])

@@ -183,11 +183,19 @@ def month_start(now: datetime | None = None) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+def budget_remaining(limit: float | None, spent: float) -> float | None:
+    """What is left of a monthly limit (None: no limit)."""
+    return None if limit is None else max(0.0, limit - spent)
+
+
+def within_budget(estimate: float, limit: float | None, spent: float) -> bool:
+    left = budget_remaining(limit, spent)
+    return left is None or estimate <= left
+
+
 def check_budget(estimate: float, limit: float | None, spent: float) -> None:
-    if limit is None:
-        return
-    left = max(0.0, limit - spent)
-    if estimate > left:
+    if not within_budget(estimate, limit, spent):
+        left = budget_remaining(limit, spent)
         raise BudgetExceeded(
             f"estimated cost ${estimate:.2f} exceeds the ${left:.2f} left of this month's "
             f"${limit:.2f} fine-tuning budget (${spent:.2f} spent or committed)"
