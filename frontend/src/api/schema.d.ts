@@ -57,6 +57,7 @@ export interface paths {
         /**
          * Assign
          * @description The unit's variant and version, for callers that route themselves (the exposure is recorded).
+         *     Experiments are cached for half a second, like the router's routes.
          */
         post: operations["assign_api_experiments__experiment_id__assign_post"];
         delete?: never;
@@ -1455,6 +1456,10 @@ export interface components {
              * @default 0
              */
             max_degradation?: number;
+            /** Kind */
+            kind?: ("mean" | "rate") | null;
+            /** Higher Is Better */
+            higher_is_better?: boolean | null;
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -2073,6 +2078,16 @@ export interface components {
              * @description the smallest difference worth deploying
              */
             min_effect?: number | null;
+            /**
+             * Kind
+             * @description a metric other services report (OutcomeRecorded): how to test it
+             */
+            kind?: ("mean" | "rate") | null;
+            /**
+             * Higher Is Better
+             * @description a reported metric's direction (default true)
+             */
+            higher_is_better?: boolean | null;
         };
         /** ValidateRequest */
         ValidateRequest: {
