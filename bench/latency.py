@@ -52,7 +52,7 @@ async def product_run(base: str, key: str, engine, rate: float, seconds: float) 
 
     n = int(rate * seconds)
     answered: dict[str, float] = {}
-    errors = 0
+    errors, kinds = 0, {}
     session = f"latency-{uuid.uuid4().hex[:8]}"
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, limits=limits,
@@ -63,11 +63,17 @@ async def product_run(base: str, key: str, engine, rate: float, seconds: float) 
             nonlocal errors
             async with gate:
                 body = {"query": f"latency {i}", "response": "r", "feedback_type": "thumbs_up", "session_id": session}
-                r = await client.post("/api/feedback", json=body)
+                try:
+                    r = await client.post("/api/feedback", json=body)
+                except httpx.HTTPError as exc:
+                    errors += 1
+                    kinds[type(exc).__name__] = kinds.get(type(exc).__name__, 0) + 1
+                    return
                 if r.status_code == 201:
                     answered[r.json()["ids"][0]] = time.time()
                 else:
                     errors += 1
+                    kinds[str(r.status_code)] = kinds.get(str(r.status_code), 0) + 1
 
         start = time.monotonic()
         tasks = []
@@ -87,7 +93,7 @@ async def product_run(base: str, key: str, engine, rate: float, seconds: float) 
             break
         await asyncio.sleep(0.5)
     latencies = [max(0.0, seen[i] - answered[i]) for i in answered if i in seen]
-    return {"rate": rate, "sent": n, "achieved_rate": round(n / offered_s, 1), "errors": errors,
+    return {"rate": rate, "sent": n, "achieved_rate": round(n / offered_s, 1), "errors": errors, "error_kinds": kinds,
             "not_visible": len(answered) - len(seen), **percentiles(latencies)}
 
 
