@@ -1,4 +1,5 @@
-"""PII detection and masking for everything that leaves curation for training.
+"""PII detection and masking for everything that leaves curation for training, and the screen the
+training service's leak check runs over a trained model's answers (`pii_kinds`).
 
 What is found, and how:
   * EMAIL — addresses (RFC 5322's common form). The local part often *is* a person's name, which
@@ -603,3 +604,10 @@ class Masker:
             last = m.end
         out.append(text[last:])
         return "".join(out)
+
+
+def pii_kinds(text: str, region: str = DEFAULT_REGION) -> list[str]:
+    """The kinds of personal data or secrets the export's masking would replace in `text` (empty: none)."""
+    masker = Masker(region)
+    masker.mask(text)
+    return sorted(masker.counts)

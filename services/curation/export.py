@@ -29,7 +29,7 @@ import orjson
 
 from services.curation import formats
 from services.curation.domain import ExportPlan
-from services.curation.pii import Masker, screen_groups
+from shared.pii import Masker, screen_groups
 
 
 class HashingWriter:

@@ -36,7 +36,7 @@ import asyncpg
 
 from services.curation.domain import ExportPlan
 from services.curation.export import Shaped, shape
-from services.curation.pii import Masker, screen_groups
+from shared.pii import Masker, screen_groups
 
 if TYPE_CHECKING:  # (only for the annotations: worker processes must not import SQLAlchemy)
     from services.curation.repository import ExampleQueries

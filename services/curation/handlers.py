@@ -21,11 +21,11 @@ import asyncpg
 from services.curation import domain, export_engine, repository
 from services.curation.export import ExportWriter, Published
 from services.curation.models import DatasetExport, PreferencePair, TrainingDataset
-from services.curation.pii import Masker
 from shared.consumer import Delivery
 from shared.db import Database, UnitOfWork
 from shared.events import DatasetExported, FeedbackReceived, FeedbackReviewed
 from shared.failpoints import failpoint
+from shared.pii import Masker
 from shared.tags import normalize_tag
 
 

@@ -4,66 +4,18 @@ training data"): pure functions over texts, no I/O, no model.
 Two findings:
   * verbatim — an answer reproduces a span of at least `min_chars` characters of a training
     answer, character for character;
-  * pii — an answer holds personal data or a secret: email addresses, phone numbers
-    (libphonenumber's matcher, valid numbers only), card numbers passing the Luhn check, IP
-    addresses, and API keys / tokens / private keys. This is the training service's own screen of
-    the same kinds curation masks before export (a service never imports another's code); the
-    export is already masked, so a hit here came from the model, not from the files.
+  * pii — an answer holds personal data or a secret that the export's own screen would mask
+    (shared/pii.py: emails, valid phone numbers, Luhn-valid cards, IP addresses, keys and tokens,
+    names after strong cues); the export is already masked, so a hit here came from the model.
 """
 
-import ipaddress
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import phonenumbers
+from shared.pii import pii_kinds
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])")
-SECRETS = re.compile(
-    r"sk-[A-Za-z0-9_-]{20,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}"
-    r"|xox[abprs]-[A-Za-z0-9-]{10,}|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
-)
-DEFAULT_REGION = "US"
 MAX_EXAMPLES = 5
 MAX_TEXT = 300  # characters of a prompt or answer kept in an example
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d)
-        if i % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
-
-
-def pii_kinds(text: str) -> list[str]:
-    """The kinds of personal data or secrets found in `text` (empty: none)."""
-    found: list[str] = []
-    if EMAIL.search(text):
-        found.append("EMAIL")
-    if any(_luhn(re.sub(r"\D", "", m.group())) for m in CARD.finditer(text)):
-        found.append("CREDIT_CARD")
-    if any(phonenumbers.is_valid_number(m.number) for m in phonenumbers.PhoneNumberMatcher(text, DEFAULT_REGION)):
-        found.append("PHONE")
-    if any(_is_ip(m.group()) for m in (*IPV4.finditer(text), *IPV6.finditer(text))):
-        found.append("IP_ADDRESS")
-    if SECRETS.search(text):
-        found.append("SECRET")
-    return found
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def verbatim_span(output: str, answers: Iterable[str], min_chars: int) -> str | None:

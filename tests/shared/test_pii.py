@@ -7,8 +7,8 @@ import sys
 import phonenumbers
 import pytest
 
-from services.curation import pii
-from services.curation.pii import Masker
+from shared import pii
+from shared.pii import Masker
 
 try:
     import hyperscan
