@@ -87,8 +87,13 @@ class ChangeDataset:
     auto_train: dict[str, Any] | None = None
 
     def settings(self) -> dict[str, Any]:
-        """The given plain settings (name, description, split, format …), by name."""
-        return {name: getattr(self, name) for name in DATASET_SETTINGS if name in self.given}
+        """The given plain settings (name, description, split, format …), by name; the name and the
+        split's ratio and seed cannot be cleared."""
+        settings = {name: getattr(self, name) for name in DATASET_SETTINGS if name in self.given}
+        for name in ("name", "validation_ratio", "split_seed"):
+            if name in settings and settings[name] is None:
+                raise Invalid(name, f"{name} cannot be cleared")
+        return settings
 
 
 @dataclass(frozen=True)

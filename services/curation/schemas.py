@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.curation.domain import STRATEGIES
+from shared.input_guard import StorableDatetime
 
 DatasetType = Literal["preference_pairs", "instruction_tuning", "dpo"]
 Status = Literal["draft", "curating", "ready", "exported", "archived"]
@@ -155,8 +156,8 @@ class BulkCreate(Request):
     strategies: list[Strategy] = Field(min_length=1, max_length=len(STRATEGIES))
     feedback_ids: list[uuid.UUID] | None = Field(default=None, max_length=MAX_IDS)
     tags: list[str] | None = Field(default=None, max_length=20)
-    created_from: datetime | None = None
-    created_to: datetime | None = None
+    created_from: StorableDatetime | None = None
+    created_to: StorableDatetime | None = None
     approved_only: bool = False
     max_pairs_per_query: int = Field(default=10, ge=1, le=1000)
     min_rating_gap: float = Field(default=1, gt=0, le=4)

@@ -211,3 +211,15 @@ async def test_validation_report_counts_rules_with_examples(api, make_key, org):
     assert r.status_code == 422
     assert {e["field"] for e in r.json()["errors"]} == {"rules.empty_field", "rules.chosen_equals_rejected"}
     assert (await api.get(f"/api/training-datasets/{ds['id']}", headers=h)).json()["status"] == "ready"
+
+
+async def test_what_cannot_be_cleared_or_stored_answers_422_naming_the_field(api, make_key, org):
+    h = await make_key(org)
+    ds = await make_dataset(api, h)
+    for field in ("name", "validation_ratio", "split_seed"):
+        r = await api.patch(f"/api/training-datasets/{ds['id']}", json={field: None}, headers=h)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, r.text
+    assert (await api.get(f"/api/training-datasets/{ds['id']}", headers=h)).json()["name"] == ds["name"]
+    r = await api.post("/api/preference-pairs/bulk", json={"dataset_id": ds["id"], "strategies": ["thumbs"],
+                                                            "created_from": "9999-12-31T23:59:59-14:00"}, headers=h)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "created_from", r.text
