@@ -76,10 +76,9 @@ class KafkaProbe:
         *,
         match: Callable[[ConsumerRecord], bool] = lambda r: True,
         timeout: float = 60.0,
-        settle: float = 0.0,
     ) -> list[ConsumerRecord]:
         """Records matching `match` from the start of `topics`, once `until(records)` holds (or raises
-        TimeoutError); with `settle`, keeps reading that long more to catch extra (duplicate) records."""
+        TimeoutError). To see whether more came (duplicates), read_all a topic that can no longer grow."""
         consumer = AIOKafkaConsumer(
             *topics,
             bootstrap_servers=self.bootstrap,
@@ -93,17 +92,13 @@ class KafkaProbe:
         found: list[ConsumerRecord] = []
         try:
             deadline = time.monotonic() + timeout
-            done_at: float | None = None
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=5000)
                 for records in batch.values():
                     found.extend(r for r in records if match(r))
-                now = time.monotonic()
-                if done_at is None and until(found):
-                    done_at = now
-                if done_at is not None and now - done_at >= settle:
+                if until(found):
                     return found
-                if now > deadline:
+                if time.monotonic() > deadline:
                     raise TimeoutError(f"waited {timeout}s on {topics}; saw {len(found)} matching records")
         finally:
             await consumer.stop()

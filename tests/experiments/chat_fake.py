@@ -13,13 +13,11 @@ from typing import Any
 import uvicorn
 import yaml
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from openapi_core import Config, OpenAPI
-from openapi_core.contrib.starlette.requests import StarletteOpenAPIRequest
-from openapi_core.contrib.starlette.responses import StarletteOpenAPIResponse
 
 from shared.infra import free_port
-from tests.fakes.openai_fake import _openapi_30_idioms_as_31, contract_path
+from tests.fakes.openai_fake import _openapi_30_idioms_as_31, checked_by_contract, contract_path
 
 _CONTRACT: dict = {}
 
@@ -77,23 +75,7 @@ class ChatFake:
 
         @app.middleware("http")
         async def validate(request: Request, call_next):
-            body = await request.body()
-            try:
-                self.contract.validate_request(StarletteOpenAPIRequest(request, body))
-            except Exception as exc:  # the router sent something OpenAI would not accept
-                self.violations.append(f"request: {exc!r} {getattr(exc, '__cause__', '')}")
-            response = await call_next(request)
-            if response.headers.get("content-type", "").startswith("text/event-stream"):
-                return response
-            data = b"".join([chunk async for chunk in response.body_iterator])
-            plain = Response(content=data, status_code=response.status_code, headers=dict(response.headers))
-            if response.status_code < 400:
-                try:
-                    self.contract.validate_response(StarletteOpenAPIRequest(request, body),
-                                                    StarletteOpenAPIResponse(plain))
-                except Exception as exc:
-                    self.violations.append(f"response: {exc!r} {getattr(exc, '__cause__', '')}")
-            return plain
+            return await checked_by_contract(self.contract, self.violations, request, call_next, refuse_invalid=False)
 
         @app.post("/v1/chat/completions")
         async def completions(request: Request):

@@ -78,6 +78,33 @@ def load_contract(base_url: str) -> OpenAPI:
 
 
 @dataclass
+
+async def checked_by_contract(contract, violations: list[str], request: Request, call_next, *,
+                              refuse_invalid: bool) -> Response:
+    """Checks a request and its answer against OpenAI's OpenAPI description; what does not fit is
+    recorded in `violations` (and, with `refuse_invalid`, the request answered 400 as OpenAI would).
+    Streamed answers (server-sent events) pass unchecked."""
+    body = await request.body()
+    try:
+        contract.validate_request(StarletteOpenAPIRequest(request, body))
+    except Exception as exc:  # the product sent something OpenAI would not accept
+        message = f"request {request.method} {request.url.path}: {exc!r} {getattr(exc, '__cause__', '')}"
+        violations.append(message)
+        if refuse_invalid:
+            return JSONResponse({"error": {"message": message, "type": "invalid_request_error",
+                                           "param": None, "code": None}}, status_code=400)
+    response = await call_next(request)
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        return response
+    data = b"".join([chunk async for chunk in response.body_iterator])
+    plain = Response(content=data, status_code=response.status_code, headers=dict(response.headers))
+    if response.status_code < 400:
+        try:
+            contract.validate_response(StarletteOpenAPIRequest(request, body), StarletteOpenAPIResponse(plain))
+        except Exception as exc:
+            violations.append(f"response {request.url.path}: {exc!r} {getattr(exc, '__cause__', '')}")
+    return plain
+
 class FakeJob:
     id: str
     model: str
@@ -159,25 +186,8 @@ class OpenAIFake:
 
         @app.middleware("http")
         async def validate(request: Request, call_next):
-            body = await request.body()
             self.requests.append((request.method, request.url.path))
-            try:
-                self.contract.validate_request(StarletteOpenAPIRequest(request, body))
-            except Exception as exc:  # the product sent something OpenAI would not accept
-                message = f"request {request.method} {request.url.path}: {exc!r} {getattr(exc, '__cause__', '')}"
-                self.violations.append(message)
-                return JSONResponse({"error": {"message": message, "type": "invalid_request_error",
-                                               "param": None, "code": None}}, status_code=400)
-            response = await call_next(request)
-            data = b"".join([chunk async for chunk in response.body_iterator])
-            plain = Response(content=data, status_code=response.status_code, headers=dict(response.headers))
-            if response.status_code < 400:
-                try:
-                    self.contract.validate_response(StarletteOpenAPIRequest(request, body),
-                                                    StarletteOpenAPIResponse(plain))
-                except Exception as exc:
-                    self.violations.append(f"response {request.url.path}: {exc!r} {getattr(exc, '__cause__', '')}")
-            return plain
+            return await checked_by_contract(self.contract, self.violations, request, call_next, refuse_invalid=True)
 
         @app.post("/v1/files")
         async def create_file(request: Request):
