@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
-import asyncpg
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, MetaData, Table, Text, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -37,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import naming_metadata
 from shared.errors import DomainError, Invalid
+from shared.notifications import ChannelListener, dsn_of
 from shared.observability import get_logger
 
 AUTH_SCHEMA = "rlhf_auth"
@@ -287,53 +287,30 @@ class _RevocationListener:
     )
 
     def __init__(self, dsn: str):
-        self.dsn = dsn
         self.generation = 0  # bumped by every revocation heard and every loss of the connection
         self.verifiers: weakref.WeakSet[KeyVerifier] = weakref.WeakSet()
-        self._conn: asyncpg.Connection | None = None
-        self._connecting: asyncio.Task | None = None
-        self._tried_at = -math.inf
+        self._channel = ChannelListener(dsn, REVOCATION_CHANNEL, self._heard, on_lost=self._lost,
+                                        retry_seconds=self.RETRY_SECONDS)
 
     @classmethod
     def of(cls, engine: AsyncEngine) -> "_RevocationListener":
-        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = dsn_of(engine)
         listeners = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
         if dsn not in listeners:
             listeners[dsn] = cls(dsn)
         return listeners[dsn]
 
-    @property
-    def listening(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
-
     def ensure(self) -> bool:
-        """Whether revocations are heard now; if not, starts (re)connecting in the background."""
-        if self.listening:
-            return True
-        if self._connecting is None and time.monotonic() - self._tried_at >= self.RETRY_SECONDS:
-            self._connecting = asyncio.get_running_loop().create_task(self._connect())
-        return False
+        """Whether revocations are heard now (if not, cached keys live UNHEARD_TTL at most)."""
+        return self._channel.ensure()
 
-    async def _connect(self) -> None:
-        self._tried_at = time.monotonic()
-        try:
-            conn = await asyncpg.connect(self.dsn, timeout=5)
-            await conn.add_listener(REVOCATION_CHANNEL, self._heard)
-            conn.add_termination_listener(self._lost)
-            self._conn = conn
-        except Exception as exc:  # e.g. a pooler in transaction mode: cached keys then live UNHEARD_TTL
-            log.warning("cannot listen for key revocations", error=str(exc))
-        finally:
-            self._connecting = None
-
-    def _heard(self, _conn, _pid, _channel, key_id: str) -> None:
+    def _heard(self, key_id: str) -> None:
         self.generation += 1
         for verifier in list(self.verifiers):
             verifier.forget(key_id)
 
-    def _lost(self, _conn) -> None:
+    def _lost(self) -> None:
         # Revocations may be missed until we listen again: nothing cached before now is trusted.
-        self._conn = None
         self.generation += 1
         for verifier in list(self.verifiers):
             verifier.forget_all()

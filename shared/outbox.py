@@ -12,9 +12,7 @@ within retention before anything new, then leaves the marker. Consumers drop wha
 """
 
 import asyncio
-import math
 import random
-import time
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -22,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, Table, Text, func, text
@@ -33,6 +30,7 @@ from shared.bulk import copy_or_insert
 from shared.events import Event
 from shared.failpoints import failpoint
 from shared.infra import ensure_topics, read_topic
+from shared.notifications import ChannelListener, dsn_of
 from shared.observability import EVENTS_PUBLISHED, OUTBOX_BACKLOG, get_logger
 
 log = get_logger(__name__)
@@ -196,8 +194,8 @@ class OutboxRelay:
         self.replay_on_fresh_broker = replay_on_fresh_broker
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
-        self._listener = None  # the asyncpg connection LISTENing for writers' NOTIFY
-        self._listen_tried_at = -math.inf
+        self._listener = ChannelListener(dsn_of(engine), wakeup_channel(schema), lambda _: self._wakeup.set(),
+                                         retry_seconds=30.0)
         self._select = text(
             "SELECT id, event_id, topic, key, event_type, organization, correlation_id, envelope "
             f'FROM "{schema}".outbox WHERE published_at IS NULL ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED'
@@ -278,34 +276,16 @@ class OutboxRelay:
                     await self._idle()
         finally:
             housekeeping.cancel()
-            await self._unlisten()
+            await self._listener.close()
 
     async def _idle(self) -> None:
-        listening = self._listener is not None and not self._listener.is_closed()
-        if not listening and time.monotonic() - self._listen_tried_at > 30.0:
-            await self._listen()
-        listening = self._listener is not None and not self._listener.is_closed()
-        timeout = self.IDLE_POLL if listening else self.poll_interval
+        timeout = self.IDLE_POLL if self._listener.ensure() else self.poll_interval
         stop, wake = asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(self._wakeup.wait())
         try:
             await asyncio.wait([stop, wake], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
             wake.cancel()
-
-    async def _listen(self) -> None:
-        self._listen_tried_at = time.monotonic()
-        try:
-            dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            self._listener = await asyncpg.connect(dsn)
-            await self._listener.add_listener(wakeup_channel(self.schema), lambda *_: self._wakeup.set())
-        except Exception as exc:  # no LISTEN (e.g. a pooler in transaction mode): poll instead
-            log.warning("outbox relay cannot listen; polling", error=str(exc))
-            self._listener = None
-
-    async def _unlisten(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.close()
 
     async def _housekeeping(self) -> None:
         while True:
