@@ -77,8 +77,6 @@ def load_contract(base_url: str) -> OpenAPI:
     return OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None))
 
 
-@dataclass
-
 async def checked_by_contract(contract, violations: list[str], request: Request, call_next, *,
                               refuse_invalid: bool) -> Response:
     """Checks a request and its answer against OpenAI's OpenAPI description; what does not fit is
@@ -105,6 +103,8 @@ async def checked_by_contract(contract, violations: list[str], request: Request,
             violations.append(f"response {request.url.path}: {exc!r} {getattr(exc, '__cause__', '')}")
     return plain
 
+
+@dataclass
 class FakeJob:
     id: str
     model: str
