@@ -4,7 +4,7 @@ import asyncio
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from services.curation import domain, handlers, repository
@@ -122,7 +122,8 @@ async def list_exports(dataset_id: uuid.UUID, principal: Viewer, database: DB):
 
 @datasets.get("/{dataset_id}/exports/{version}/files/{name}")
 async def download_export_file(
-    dataset_id: uuid.UUID, version: int, name: Literal["train", "validation", "manifest", "sources"],
+    dataset_id: uuid.UUID, version: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    name: Literal["train", "validation", "manifest", "sources"],
     principal: Viewer, database: DB, store: Store,
 ):
     """Streams one file of an export version from the object store (what `rlhf datasets export` fetches)."""

@@ -14,7 +14,7 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset_id: uuid.UUID
-    export_version: int | None = Field(default=None, ge=1, description="default: the latest export")
+    export_version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="default: the latest export")
     provider: str = Field(min_length=1, max_length=50)
     base_model: str = Field(min_length=1, max_length=500)
     method: Method = "sft"

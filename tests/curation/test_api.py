@@ -223,3 +223,13 @@ async def test_what_cannot_be_cleared_or_stored_answers_422_naming_the_field(api
     r = await api.post("/api/preference-pairs/bulk", json={"dataset_id": ds["id"], "strategies": ["thumbs"],
                                                             "created_from": "9999-12-31T23:59:59-14:00"}, headers=h)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "created_from", r.text
+
+
+async def test_an_export_version_beyond_the_column_answers_422_naming_it(api, make_key, org):
+    h = await make_key(org)
+    ds = await make_dataset(api, h)
+    for version in (2**31, 2**63, 0):
+        r = await api.get(f"/api/training-datasets/{ds['id']}/exports/{version}/files/train", headers=h)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "path.version", r.text
+    r = await api.get(f"/api/training-datasets/{ds['id']}/exports/{2**31 - 1}/files/train", headers=h)
+    assert r.status_code == 404, r.text

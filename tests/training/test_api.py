@@ -158,3 +158,15 @@ async def test_a_cancelled_job_cannot_be_cancelled_again(api, training_db, make_
     assert first.status_code == 200 and first.json()["status"] == "cancelled"
     again = await api.post(f"/api/fine-tuning/jobs/{job['id']}/cancel", headers=key)
     assert again.status_code == 409 and "cancelled job cannot become cancelled" in again.json()["message"]
+
+
+@pytest.mark.parametrize("route", ["/api/fine-tuning/jobs", "/api/fine-tuning/estimate"])
+async def test_an_export_version_beyond_the_column_answers_422_naming_it(api, training_db, make_key, org, route):
+    event = await known_dataset(training_db, org, "openai_sft")
+    key = await make_key(org, "curator")
+    for version in (2**31, 2**63 - 1):
+        response = await api.post(route, json=launch(event, export_version=version), headers=key)
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "export_version", response.text
+    response = await api.post(route, json=launch(event, export_version=2**31 - 1), headers=key)
+    assert response.status_code == 404, response.text  # no such version: not a server error
