@@ -8,6 +8,12 @@ What is found, and how:
     country code are read as DEFAULT_REGION's.
   * CREDIT_CARD — 13–19 digits, optionally grouped by spaces or dashes, that pass the Luhn check.
   * IP_ADDRESS — IPv4 and IPv6, confirmed by the standard library's `ipaddress`.
+  * US_SSN — US Social Security numbers written ddd-dd-dddd (dashes or spaces), outside the ranges
+    the SSA never issues: area 000, 666 and 900–999, group 00, serial 0000.
+  * IBAN — international bank account numbers, printed in groups of four or not: a country code,
+    two check digits and the BBAN, exactly as long as the IBAN registry says for that country,
+    and only when the ISO 13616 mod-97 check passes (a random code of letters and digits fails it
+    96 times in 97).
   * SECRET — API keys and tokens: `sk-…` (OpenAI-style), `AKIA…`/`ASIA…` (AWS access key ids),
     `ghp_…`/`github_pat_…`, Slack `xox?-…`, JWTs, `Bearer <token>`, PEM private-key blocks,
     `password=`/`secret:`-style assignments, and long hex (≥32) or base64-like (≥40, mixed case
@@ -144,7 +150,23 @@ _BASE64_CLASS = _byte_class(_BASE64)
 _DIGITS = "0123456789"
 _CARD_CLASS = _byte_class(_DIGITS + " -")  # a card number: digits, single spaces or dashes between
 _IPV4_CLASS = _byte_class(_DIGITS, {".": "."})
-_RUNS = {n: b"x" * n for n in (13, 32)}
+_DIGIT_CLASS = _byte_class(_DIGITS)  # (non-ASCII bytes count too: `\d` takes other scripts' digits)
+_IBAN_CLASS = _byte_class(_DIGITS, dict.fromkeys(string.ascii_uppercase, "A"))  # its start: AAxx
+_RUNS = {n: b"x" * n for n in (4, 13, 32)}
+
+# The length of an IBAN in each country that has them (SWIFT's IBAN registry): a code of a country
+# not listed, or a different length, is not an IBAN.
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29,
+    "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24,
+    "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+    "YE": 30,
+}
 
 
 @dataclass(frozen=True)
@@ -202,6 +224,14 @@ DETECTORS = [
     Detector("IP_ADDRESS", re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{1,4}:){2,7}:?[0-9A-Fa-f]{0,4}"
                                       r"(?::[0-9A-Fa-f]{1,4})*(?![0-9A-Fa-f:])"),
              r":[0-9A-Fa-f]{1,4}:", lambda s: s.text.count(":") >= 2),
+    # ddd-dd-dddd; the ranges never issued are left to `_validated`.
+    Detector("US_SSN", re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])"),
+             r"\d{3}[- ]\d{2}[- ]\d{4}", lambda s: s.has_run(_DIGIT_CLASS, 4)),
+    # A country code, check digits, then 11-30 letters and digits, single spaces allowed between them (groups of
+    # four); `_iban` cuts the match to the country's length and checks mod 97. Before cards: an IBAN's digits
+    # could pass the Luhn check.
+    Detector("IBAN", re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}"),
+             r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11}", lambda s: s.has(_IBAN_CLASS, b"AAxx")),
     Detector("CREDIT_CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"),
              r"\d(?:[ -]?\d){12}", lambda s: s.has_run(_CARD_CLASS, 13)),
     Detector(
@@ -517,6 +547,35 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+def ssn_valid(digits: str) -> bool:
+    """Whether nine digits are a Social Security number the SSA could have issued."""
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def iban_valid(iban: str) -> bool:
+    """ISO 13616: the registry's length for the country, and the number (first four characters moved to the
+    end, letters as 10-35) leaves 1 when divided by 97."""
+    if IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban.isascii() or not iban.isalnum():
+        return False
+    return int("".join(str(int(c, 36)) for c in iban[4:] + iban[:4])) % 97 == 1
+
+
+def _iban(value: str) -> tuple[str, int] | None:
+    """The IBAN a match of the IBAN pattern starts with, and how many of its characters that takes (the match
+    may run on into the next word); None if it holds none."""
+    length = IBAN_LENGTHS.get(value[:2])
+    if length is None:
+        return None
+    taken = 0
+    for end, ch in enumerate(value, 1):
+        taken += ch != " "
+        if taken == length:
+            compact = value[:end].replace(" ", "")
+            return (compact, end) if iban_valid(compact) else None
+    return None
+
+
 def _validated(kind: str, value: str) -> str | None:
     """The canonical form of a candidate (same value, same placeholder), or None if it is not PII."""
     if kind == "SECRET":
@@ -526,6 +585,9 @@ def _validated(kind: str, value: str) -> str | None:
         return digits if luhn_valid(digits) else None  # not a card; the phone matcher may still take it
     if kind == "IP_ADDRESS":
         return str(ipaddress.ip_address(value)) if _is_ip(value) else None
+    if kind == "US_SSN":
+        digits = "".join(str(int(c)) for c in value if c.isdigit())  # any script's digits, as ASCII
+        return f"{digits[:3]}-{digits[3:5]}-{digits[5:]}" if ssn_valid(digits) else None
     if kind == "EMAIL":
         return value.lower()
     return value
@@ -589,6 +651,9 @@ class Masker:
         if kind == "PERSON":  # keep the words that announced the name, mask the name
             name = match.group("person_name")
             return value[: len(value) - len(name)] + self.placeholder(kind, name)
+        if kind == "IBAN":  # the IBAN the match starts with; what follows it stays
+            found = _iban(value)
+            return value if found is None else self.placeholder(kind, found[0]) + value[found[1]:]
         canonical = _validated(kind, value)
         return value if canonical is None else self.placeholder(kind, canonical)
 

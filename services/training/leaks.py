@@ -5,7 +5,7 @@ Two findings:
   * verbatim — an answer reproduces a span of at least `min_chars` characters of a training
     answer, character for character;
   * pii — an answer holds personal data or a secret that the export's own screen would mask
-    (shared/pii.py: emails, valid phone numbers, Luhn-valid cards, IP addresses, keys and tokens,
+    (shared/pii.py: emails, valid phone numbers, Luhn-valid cards, US SSNs, IBANs, IP addresses, keys and tokens,
     names after strong cues); the export is already masked, so a hit here came from the model.
 """
 

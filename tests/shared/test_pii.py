@@ -45,6 +45,29 @@ def test_each_kind_is_masked_consistently():
     assert m.mask("write to jane.roe@example.com") == "write to <EMAIL_1>"  # same value, same placeholder
 
 
+def test_national_identifiers_are_masked_when_they_could_be_real():
+    """US Social Security numbers outside the ranges never issued, and IBANs of the registry's length for their
+    country whose mod-97 check passes; look-alikes stay."""
+    m = Masker()
+    text = ("My SSN is 123-45-6789 (or 536 90 4399?) and my IBAN DE89 3704 0044 0532 0130 00; wire to "
+            "GB82WEST12345698765432, NL91 ABNA 0417 1643 00 or MT84 MALT 0110 0001 2345 MTLC AST0 01S today.")
+    masked = m.mask(text)
+    assert masked == ("My SSN is <US_SSN_1> (or <US_SSN_2>?) and my IBAN <IBAN_1>; wire to "
+                      "<IBAN_2>, <IBAN_3> or <IBAN_4> today."), masked
+    assert m.mask("ssn 123 45 6789, iban DE89370400440532013000") == "ssn <US_SSN_1>, iban <IBAN_1>"
+    assert m.mask("DE89 3704 0044 0532 0130 00 ABCD 1234") == "<IBAN_1> ABCD 1234"  # what follows it stays
+    assert m.summary()["US_SSN"] == {"occurrences": 3, "distinct": 2}
+    assert pii.pii_kinds("send it to FR14 2004 1010 0505 0001 3M02 606, SSN 078-05-1120") == ["IBAN", "US_SSN"]
+    for look_alike in (
+        "000-12-3456", "666-12-3456", "900-12-3456", "123-00-4567", "123-45-0000",  # never issued
+        "123-45 6789", "1123-45-6789", "123-45-67890", "2024-11-05", "ticket 123-456-7890",
+        "DE89 3704 0044 0532 0130 01", "DE89 3704 0044 0532 0130", "ZZ89 3704 0044 0532 0130 00",  # check, length
+        "AB12 3456 7890 1234 5678", "SKU XY12ABCDEFGHIJKLMNOP", "ISO 8601 and RFC 3339",
+    ):
+        assert m.mask(look_alike) == look_alike, look_alike
+        assert pii.pii_kinds(look_alike) == [], look_alike
+
+
 def test_look_alikes_are_left_alone():
     m = Masker()
     text = "Version 3.11.2 shipped on 2024-11-05 with 1234 tests; order 4111-1111-1111-1112 is not a card."
@@ -103,9 +126,12 @@ KINDS = {
     9: ["jane.roe@example.com", "a@b.co", "x+tag@sub.example.org"],
     10: ["10.20.30.40", "١٠.٢٠.٣٠.٤٠", "\U0001e951.\U0001e952.\U0001e953.\U0001e954"],
     11: ["2001:db8::1", "fe80::1:2", "a:b:c"],
-    12: ["4111 1111 1111 1111", "4111-1111-1111-1111", "４１１１１１１１１１１１１１１１", "\U00016ac1" * 13,
+    12: ["123-45-6789", "536 90 4399", "١٢٣-٤٥-٦٧٨٩", "000-00-0000"],
+    13: ["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "MT84 MALT 0110 0001 2345 MTLC AST0 01S",
+         "XX00 0000 0000 000"],
+    14: ["4111 1111 1111 1111", "4111-1111-1111-1111", "４１１１１１１１１１１１１１１１", "\U00016ac1" * 13,
          "𝟒𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏𝟏"],
-    13: ["Dr. Margaret Hamilton", "my name is Ada", "MY NAME İS Ada", "naMe: Grace", "Mr Smith", "Madam X"],
+    15: ["Dr. Margaret Hamilton", "my name is Ada", "MY NAME İS Ada", "naMe: Grace", "Mr Smith", "Madam X"],
     pii.PHONE: ["+1 415-555-0132", "(415) 555-0132", "415/555/1234", "415．555．1234", "415 / 555 / 1234", "+43 1110",
                 "310-1234", "４１５－５５５－１２３４", "+44\u00a020\u00a07946\u00a00958", "1xx415-555-1234",
                 "＋44 20 7946 0958", "(+44) 20 7946 0958", "415\u2010555\u20111234", "415----555----1234"],
@@ -128,7 +154,8 @@ TOKENS = (list("0123456789" * 4) + list(" .-/:@=_+()[]~,;'\"x\t\n\x00") + list("
              "\u0663", "\uff14", "\U00016ac4"]
           + ["sk-", "AKIA", "ASIA", "ghp_", "github_pat_", "xoxb-", "eyJ", "bearer ", "Bearer\t", "password", "pwd",
              "secret", "api_key", "access-token", "token", "name: ", "my name is ", "Mr. ", "Dr ", "+1 ", "+",
-             "-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----", "Abcdefgh", "abcdef0123456789", "example.com"])
+             "-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----", "Abcdefgh", "abcdef0123456789", "example.com",
+             "DE89", "GB82 ", "WEST", "3704 ", "-45-", " 90 "])
 
 
 def _random_corpus(n: int = 3000, seed: int = 7) -> list[str]:
