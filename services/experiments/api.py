@@ -1,8 +1,9 @@
 """The experiments' HTTP routes (/api/experiments). HTTP only: parse, authorize, open a unit of work,
 call a handler, shape the answer. Domain errors are mapped once, by shared.http.create_app.
 
-The issue's `POST /api/models/ab-test` is `POST /api/experiments` here: the gateway routes each
-prefix to one service, and /api/models is the registry's."""
+The issue's `POST /api/models/ab-test` is served here too, as another name of `POST
+/api/experiments` (the gateway sends a path to the service of its longest prefix, so /api/models/ab-test
+comes here while the rest of /api/models is the registry's)."""
 
 import uuid
 from typing import Annotated
@@ -25,6 +26,7 @@ from shared.http import DB, Admin, CorrelationId, Curator, Viewer
 from shared.paging import created_cursor, decode_cursor, page_of
 
 router = APIRouter(prefix="/api/experiments", tags=["experiments"], on_shutdown=[batching.drain_all])
+ab_test_router = APIRouter(prefix="/api/models/ab-test", tags=["experiments"])
 
 
 def batcher(request: Request) -> Batcher:
@@ -46,6 +48,7 @@ Batch = Annotated[Batcher, Depends(batcher)]
 Routes = Annotated[routing.RouteCache, Depends(routes)]
 
 
+@ab_test_router.post("", status_code=201, response_model=ExperimentOut)
 @router.post("", status_code=201, response_model=ExperimentOut)
 async def create(body: ExperimentCreate, principal: Curator, database: DB, cache: Routes, cid: CorrelationId):
     """An experiment between two versions of one name (served as the issue's POST /api/models/ab-test)."""

@@ -158,15 +158,26 @@ class SuccessMetric:
         return metric(self.name, self.kind, self.higher_is_better)
 
 
+# Guardrails on a latency quantile, from the latency sketch (see latency_quantile_guardrail).
+LATENCY_QUANTILE_GUARDRAILS = {"latency_p95_ms": 0.95}
+
+
 @dataclass(frozen=True)
 class Guardrail:
     """Stop when treatment is worse than control by more than `max_degradation` (in the metric's
-    units, in its bad direction), with the sequential test's confidence."""
+    units, in its bad direction), with the sequential test's confidence. For latency_p95_ms,
+    `max_degradation` is relative (0.2: treatment's p95 at most 20% above control's) and
+    `max_value` an absolute limit in ms instead."""
 
     metric: str
     max_degradation: float = 0.0
     kind: str | None = None
     higher_is_better: bool | None = None
+    max_value: float | None = None
+
+    @property
+    def latency_quantile(self) -> float | None:
+        return LATENCY_QUANTILE_GUARDRAILS.get(self.metric)
 
     @property
     def definition(self) -> Metric:
@@ -194,10 +205,20 @@ def check_design(design: Design) -> None:
     for m in design.success_metrics:
         m.metric  # noqa: B018 - raises for an unknown metric
     for g in design.guardrails:
+        if g.latency_quantile is not None:
+            if g.kind is not None or g.higher_is_better is not None:
+                raise Invalid("guardrails", f"{g.metric} is measured by the router: it takes no kind or direction")
+            if g.max_value is not None and g.max_value <= 0:
+                raise Invalid("guardrails", f"{g.metric}'s max_value is a latency in ms, above 0")
+            continue
+        if g.max_value is not None:
+            raise Invalid("guardrails", f"max_value is for {', '.join(LATENCY_QUANTILE_GUARDRAILS)}; "
+                          f"{g.metric} takes max_degradation")
         try:
             g.definition  # noqa: B018
         except Invalid as exc:
-            raise Invalid("guardrails", exc.message) from None
+            raise Invalid("guardrails", f"{exc.message}; a guardrail may also be "
+                          f"{', '.join(LATENCY_QUANTILE_GUARDRAILS)}") from None
 
 
 def check_versions(control: Mapping[str, Any] | None, treatment: Mapping[str, Any] | None,
@@ -272,6 +293,71 @@ def latency_summary(buckets: Mapping[int, int]) -> dict[str, float | None]:
     return {f"p{round(q * 100)}": sketch_quantile(buckets, q) for q in (0.5, 0.95, 0.99)}
 
 
+def latency_quantile_guardrail(g: Guardrail, control: Mapping[int, int], treatment: Mapping[int, int],
+                               alpha: float) -> dict[str, Any]:
+    """Is treatment's latency quantile (p95) above its limit, with always-valid confidence 1 - alpha?
+    From the two variants' latency sketches only (bucket -> count; mergeable, O(buckets)).
+
+    The question is turned into one about a share: treatment's p95 exceeds a threshold T exactly when
+    more than 5% of its answers take longer than T. So the test counts treatment's answers above T
+    (only buckets lying wholly above T, an undercount) and asks whether that Binomial count shows a
+    share above 5% -- stats.share_above, an exact mixture-of-likelihood-ratios test that stays valid
+    under continuous monitoring (the guardrail is checked after every batch of outcomes).
+
+    - With `max_value`, T is that limit, and the test has all of alpha.
+    - With `max_degradation` d, T = (1 + d) * U, where U is an always-valid upper bound on control's
+      p95 (stats.quantile_upper_rank at alpha/2: the order statistic at that rank, read as the upper
+      edge of its bucket, an overestimate), and the share test gets the other alpha/2. While control
+      has too few answers for a bound (about 110), nothing can breach.
+
+    Why the false alarm rate stays at most alpha when treatment's true p95 is within its limit
+    (q_t <= (1 + d) q_c), however often it is checked: with probability >= 1 - alpha/2, U >= q_c at
+    every moment, so T >= (1 + d) q_c >= q_t and treatment's share above T is at most 5%; the count
+    above the moving T is at most the count above the fixed (1 + d) q_c, and the test grows with the
+    count, so it fires only if the test on that fixed-threshold Binomial does -- probability <= alpha/2
+    by Ville's inequality. Union: <= alpha."""
+    q = g.latency_quantile or 0.95
+    tail = 1 - q
+    control_bound = None
+    if g.max_value is not None:
+        threshold, share_alpha = float(g.max_value), alpha
+    else:
+        share_alpha = alpha / 2
+        n_c = sum(control.values())
+        rank = stats.quantile_upper_rank(n_c, q, alpha / 2)
+        if rank is not None:
+            seen = 0
+            for b in sorted(control):
+                seen += control[b]
+                if seen >= rank:
+                    control_bound = _GAMMA**b  # every latency in bucket b is at most its upper edge
+                    break
+        threshold = math.inf if control_bound is None else (1 + g.max_degradation) * control_bound
+    n_t = sum(treatment.values())
+    above = sum(count for b, count in treatment.items() if _GAMMA ** (b - 1) >= threshold)
+    breached = n_t > 0 and math.isfinite(threshold) and stats.share_above(above, n_t, tail, share_alpha)
+    name = f"p{round(q * 100)}"
+    control_q, treatment_q = sketch_quantile(control, q), sketch_quantile(treatment, q)
+    out = {"metric": g.metric, "max_degradation": g.max_degradation, "max_value": g.max_value,
+           "control": {"n": sum(control.values()), name: control_q, f"{name}_upper_bound": control_bound},
+           "treatment": {"n": n_t, name: treatment_q, "share_above_threshold": above / n_t if n_t else None},
+           "threshold_ms": threshold if math.isfinite(threshold) else None, "max_share_above": tail,
+           "difference": None if control_q is None or treatment_q is None else treatment_q - control_q,
+           "breached": breached}
+    if breached:
+        limit = (f"the limit of {g.max_value:.4g} ms" if g.max_value is not None else
+                 f"{1 + g.max_degradation:.3g} x control's {name} (at most {control_bound:.4g} ms)")
+        out["reason"] = (f"guardrail {g.metric} breached: treatment's latency {name} is above {limit} -- "
+                         f"{above} of its {n_t} answers ({above / n_t:.1%}) took longer than {threshold:.4g} ms, "
+                         f"more than {tail:.0%} with always-valid confidence {1 - alpha:.0%}; "
+                         f"{name} {_ms(treatment_q)} against control's {_ms(control_q)}")
+    return out
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g} ms"
+
+
 @dataclass(frozen=True)
 class VariantData:
     units: int
@@ -327,6 +413,10 @@ def analyse(design: Design, control: VariantData, treatment: VariantData) -> dic
 
     guardrails_out = []
     for g in design.guardrails:
+        if g.latency_quantile is not None:
+            guardrails_out.append(latency_quantile_guardrail(g, control.latency_buckets, treatment.latency_buckets,
+                                                             design.alpha))
+            continue
         m = g.definition
         c = compare(m, control.tallies.get(m.name, empty), treatment.tallies.get(m.name, empty),
                     sequential=True, alpha=design.alpha)

@@ -102,7 +102,7 @@ def design_of(row: Experiment) -> domain.Design:
         success_metrics=tuple(domain.SuccessMetric(m["name"], m.get("min_effect"), m.get("kind"),
                                                    m.get("higher_is_better")) for m in row.success_metrics),
         guardrails=tuple(domain.Guardrail(g["metric"], g.get("max_degradation", 0.0), g.get("kind"),
-                                          g.get("higher_is_better")) for g in row.guardrails),
+                                          g.get("higher_is_better"), g.get("max_value")) for g in row.guardrails),
         min_sample_size=row.min_sample_size, sequential=row.sequential)
 
 
@@ -354,8 +354,8 @@ async def check_guardrails(uow: UnitOfWork, experiment_ids: set[uuid.UUID]) -> N
         if not breached:
             continue
         g = breached[0]
-        reason = (f"guardrail {g['metric']} breached: treatment worse by {g['difference']:.4g} "
-                  f"(limit {g['max_degradation']})")
+        reason = g.get("reason") or (f"guardrail {g['metric']} breached: treatment worse by {g['difference']:.4g} "
+                                     f"(limit {g['max_degradation']})")
         row.status, row.status_reason, row.results, row.updated_at = "paused", reason, results, _now()
         uow.emit(ExperimentPaused(**_event_fields(row), reason=reason, guardrail=g["metric"], paused_by="guardrail",
                                   paused_at=row.updated_at), organization=row.organization)

@@ -27,7 +27,7 @@ SPEC = service.ServiceSpec(
     port=8005,
     metadata=models.metadata,
     migrations=Path(__file__).parent / "migrations",
-    routers=[api.router, chat.router],
+    routers=[api.router, api.ab_test_router, chat.router],
     subscriptions={
         ModelRegistered: handlers.record_registered,
         ModelDeployed: handlers.record_deployed,

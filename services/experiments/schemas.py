@@ -6,9 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.experiments.domain import BUILTIN_METRICS
+from services.experiments.domain import BUILTIN_METRICS, LATENCY_QUANTILE_GUARDRAILS
 
 METRICS = ", ".join(BUILTIN_METRICS)
+LATENCY_GUARDRAILS = ", ".join(LATENCY_QUANTILE_GUARDRAILS)
 
 
 class SuccessMetricIn(BaseModel):
@@ -24,9 +25,13 @@ class SuccessMetricIn(BaseModel):
 class GuardrailIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = Field(description=f"one of {METRICS}")
+    metric: str = Field(description=f"one of {METRICS}, {LATENCY_GUARDRAILS} (treatment's latency "
+                        "percentile, from the router's latency sketch), or a reported metric with its kind")
     max_degradation: float = Field(default=0.0, ge=0,
-                                   description="how much worse treatment may be (metric units) before it is paused")
+                                   description="how much worse treatment may be (metric units) before it is paused; "
+                                   f"for {LATENCY_GUARDRAILS} relative to control's (0.2: at most 20% above)")
+    max_value: float | None = Field(default=None, gt=0, description=f"for {LATENCY_GUARDRAILS} only: an "
+                                    "absolute limit in ms on treatment's percentile, instead of max_degradation")
     kind: Literal["mean", "rate"] | None = None
     higher_is_better: bool | None = None
 

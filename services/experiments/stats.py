@@ -9,6 +9,10 @@ relative to control, its interval by the delta method. Several metrics: Holm's s
 Sequential mode: an always-valid confidence sequence for the difference (the normal mixture of
 Robbins, as in Howard et al. 2021 and GrowthBook's gbstats), valid however often one looks; its
 p-value is the smallest alpha whose sequence excludes zero.
+
+Tail shares and quantiles (the latency guardrail): an exact always-valid test that a share is above
+p0 (a mixture of binomial likelihood ratios and Ville's inequality), and from it an always-valid
+upper bound on a quantile as an order statistic (Howard & Ramdas 2022).
 """
 
 import math
@@ -212,6 +216,54 @@ def _sequential_p(abs_diff: float, var: float, n: int, alpha: float, tuning: int
     r = n * rho**2
     s2 = var * n
     return min(1.0, math.sqrt(r + 1) * math.exp(-abs_diff**2 * n * r / (2 * s2 * (r + 1))))
+
+
+def share_above_evidence(k: int, n: int, p0: float) -> float:
+    """The log of an exact always-valid test's statistic for "the share of successes is above p0",
+    after k successes in n independent trials: Robbins' mixture of likelihood ratios, Bernoulli(theta)
+    against Bernoulli(p0), with theta uniform on (p0, 1),
+
+        M_n = integral over (p0, 1) of (theta / p0)^k ((1 - theta) / (1 - p0))^(n - k) dtheta / (1 - p0)
+            = B(k + 1, n - k + 1) P(Beta(k + 1, n - k + 1) > p0) / ((1 - p0) p0^k (1 - p0)^(n - k)).
+
+    For any true share p <= p0, M_n is a nonnegative supermartingale with M_0 = 1 (each factor has
+    expectation p theta / p0 + (1 - p)(1 - theta) / (1 - p0) <= 1 when theta > p0), so by Ville's
+    inequality P(M_n >= 1/alpha for some n) <= alpha: valid however often it is looked at, at every
+    n (no normal approximation, which is poorest for tail shares near 5%). M_n grows with k."""
+    if n <= 0:
+        return 0.0
+    a, b = k + 1.0, n - k + 1.0
+    upper = special.betaincc(a, b, p0)
+    if upper <= 0:
+        return -math.inf
+    return float(special.betaln(a, b) + math.log(upper) - math.log1p(-p0) - k * math.log(p0)
+                 - (n - k) * math.log1p(-p0))
+
+
+def share_above(k: int, n: int, p0: float, alpha: float = ALPHA) -> bool:
+    """Whether k successes in n show, with always-valid confidence 1 - alpha, a share above p0."""
+    return share_above_evidence(k, n, p0) >= math.log(1 / alpha)
+
+
+def quantile_upper_rank(n: int, q: float, alpha: float = ALPHA) -> int | None:
+    """The smallest rank k (1..n) whose order statistic is an always-valid upper bound on the
+    q-quantile: with probability at least 1 - alpha, at every n at once, no value with at least k of
+    the n observations at or below it is under the true q-quantile (Howard & Ramdas 2022, "Sequential
+    estimation of quantiles"). Why: were such a value below the quantile, the count of observations
+    below the quantile, a Binomial(n, p) with p <= q, would be at least k, and share_above(k, n, q,
+    alpha) -- which grows with k -- would have fired on it; that happens with probability <= alpha
+    over all n. None while n is too small for any rank to do (about 110 observations for q = 0.95
+    and alpha = 0.025)."""
+    if n <= 0 or not share_above(n, n, q, alpha):
+        return None
+    low, high = 0, n  # share_above(low) is false (or low = 0), share_above(high) is true
+    while high - low > 1:
+        mid = (low + high) // 2
+        if share_above(mid, n, q, alpha):
+            high = mid
+        else:
+            low = mid
+    return high
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

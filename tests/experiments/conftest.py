@@ -1,20 +1,30 @@
 """Fixtures of the experiments tests: the service's HTTP app in-process on the real database,
-registry events delivered to its handlers the way the shared consumer delivers them, and a local
-OpenAI-compatible chat server as the versions' backend."""
+registry events delivered to its handlers the way the shared consumer delivers them, a local
+OpenAI-compatible chat server as the versions' backend, and the real `openai` SDK pointed at the
+router with its answers checked against OpenAI's contract."""
 
 import uuid
 from datetime import UTC, datetime
 
+import httpx
+import openai
+import orjson
 import pytest
 import pytest_asyncio
+from openapi_core.contrib.starlette.requests import StarletteOpenAPIRequest
+from openapi_core.contrib.starlette.responses import StarletteOpenAPIResponse
+from sqlalchemy import text
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response
 
 from services.experiments import handlers
+from services.experiments.batching import Batcher
 from services.experiments.main import SPEC
 from shared.consumer import Delivery
 from shared.db import Database
-from shared.events import Event, ModelDeployed, ModelRegistered
-from shared.service import migrate
-from tests.experiments.chat_fake import ChatFake
+from shared.events import Event, ModelDeployed, ModelRegistered, ResponseServed
+from shared.service import build_app, migrate
+from tests.experiments.chat_fake import ChatFake, load_contract
 from tests.support import in_process_api, service_database
 
 
@@ -41,10 +51,93 @@ def chat_backend():
     fake.stop()
 
 
+@pytest_asyncio.fixture
+async def app(experiments_db, settings):
+    app = build_app(SPEC, experiments_db, settings)
+    yield app
+    if getattr(app.state, "experiments_batcher", None):
+        await app.state.experiments_batcher.drain()
+
+
+class ContractChecked(httpx.AsyncBaseTransport):
+    """The router's answers to chat completions, checked against OpenAI's OpenAPI contract."""
+
+    def __init__(self, app):
+        self.inner = httpx.ASGITransport(app=app)
+        self.contract = load_contract("http://experiments/v1")
+        self.violations: list[str] = []
+        self.checked = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        body = await response.aread()
+        streamed = response.headers.get("content-type", "").startswith("text/event-stream")
+        if request.url.path.endswith("/chat/completions") and response.status_code == 200 and not streamed:
+            scope = {"type": "http", "method": request.method, "path": request.url.path, "root_path": "",
+                     "query_string": request.url.query, "scheme": "http", "server": ("experiments", 80),
+                     "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]}
+            try:
+                self.contract.validate_response(
+                    StarletteOpenAPIRequest(StarletteRequest(scope), request.content),
+                    StarletteOpenAPIResponse(Response(content=body, status_code=200,
+                                                      media_type="application/json")))
+                self.checked += 1
+            except Exception as exc:
+                self.violations.append(f"{exc!r} {getattr(exc, '__cause__', '')}")
+        return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
+
+
+@pytest_asyncio.fixture
+async def checked(app):
+    transport = ContractChecked(app)
+    yield transport
+    assert transport.violations == []
+
+
+@pytest_asyncio.fixture
+async def sdk(checked, make_key, org, chat_backend):
+    """An OpenAI client whose key is an RLHF API key, pointed at the router; the router's answers and
+    its calls to the backend are checked against OpenAI's contract."""
+    key = (await make_key(org, "viewer"))["Authorization"].removeprefix("Bearer ")
+    http = httpx.AsyncClient(transport=checked)
+    async with openai.AsyncOpenAI(base_url="http://experiments/v1", api_key=key, http_client=http,
+                                  max_retries=0) as client:
+        yield client
+    assert chat_backend.violations == []
+
+
+async def outbox_events(db, organization: str, event_type: str) -> list[dict]:
+    """The payloads of the organization's events of one type in the service's outbox, oldest first."""
+    async with db.read() as session:
+        rows = await session.execute(text("SELECT envelope FROM experiments.outbox WHERE organization = :o "
+                                          "AND event_type = :t ORDER BY id"), {"o": organization, "t": event_type})
+        return [orjson.loads(r[0])["payload"] for r in rows]
+
+
+async def served_events(db, organization: str) -> list[dict]:
+    return await outbox_events(db, organization, "ResponseServed")
+
+
 async def deliver(db: Database, organization: str, handler, *events: Event) -> None:
     """Events applied as the shared consumer applies a batch: one unit of work."""
     async with db.unit_of_work() as uow:
         await handler(uow, [Delivery(e.envelope(organization=organization, producer="tests"), e) for e in events])
+
+
+async def serve_with_latencies(db: Database, organization: str, experiment_id: str, variant: str,
+                               latencies_ms) -> list[handlers.Served]:
+    """Answers served in an experiment with these latencies, recorded as the router records them (a
+    batch of ResponseServed through the batcher: exposures, outcomes, latency sketch, guardrails)."""
+    served = [handlers.Served(organization, ResponseServed(
+        response_id=f"r-{uuid.uuid4().hex}", model_name="support-bot", model_version_id=uuid.uuid4(),
+        model_version="1.0.0", experiment_id=uuid.UUID(experiment_id), variant=variant,
+        unit=f"{variant}-user-{i}", latency_ms=round(float(ms)), served_at=datetime.now(UTC)))
+        for i, ms in enumerate(latencies_ms)]
+    batcher = Batcher(db)
+    for s in served:
+        batcher.served(s)
+    await batcher.drain()
+    return served
 
 
 def registered(name: str, version: str, serving: dict, status: str = "testing") -> ModelRegistered:

@@ -5,25 +5,18 @@ assignment for callers that route themselves, guardrails that pause."""
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import orjson
+import numpy as np
 import pytest
 from sqlalchemy import text
 
 from services.experiments import handlers, repository
-from services.experiments.batching import Batcher
-from shared.events import FeedbackReceived, ModelArchived, OutcomeRecorded, ResponseServed
-from tests.experiments.conftest import deliver, registered, two_versions
+from shared.events import FeedbackReceived, ModelArchived, OutcomeRecorded
+from tests.experiments.conftest import deliver, registered, serve_with_latencies, two_versions
+from tests.experiments.conftest import outbox_events as outbox
 
 pytestmark = pytest.mark.asyncio
 
 BACKEND = "http://127.0.0.1:9/v1"  # never called in these tests
-
-
-async def outbox(db, organization: str, event_type: str) -> list[dict]:
-    async with db.read() as session:
-        rows = await session.execute(text("SELECT envelope FROM experiments.outbox WHERE organization = :o "
-                                          "AND event_type = :t ORDER BY id"), {"o": organization, "t": event_type})
-        return [orjson.loads(r[0])["payload"] for r in rows]
 
 
 def body(v1, v2, **extra):
@@ -34,16 +27,7 @@ def body(v1, v2, **extra):
 
 async def serve_and_rate(db, organization: str, experiment_id: str, variant: str, thumbs: list[bool]) -> None:
     """Answers served in the experiment (as the router records them) and thumbs on each, by response id."""
-    served = []
-    for i, _ in enumerate(thumbs):
-        served.append(handlers.Served(organization, ResponseServed(
-            response_id=f"r-{uuid.uuid4().hex}", model_name="support-bot", model_version_id=uuid.uuid4(),
-            model_version="1.0.0", experiment_id=uuid.UUID(experiment_id), variant=variant,
-            unit=f"{variant}-user-{i}", latency_ms=100, served_at=datetime.now(UTC))))
-    batcher = Batcher(db)
-    for s in served:
-        batcher.served(s)
-    await batcher.drain()
+    served = await serve_with_latencies(db, organization, experiment_id, variant, [100] * len(thumbs))
     feedback = [FeedbackReceived(query="q", response="a", feedback_type="thumbs_up" if up else "thumbs_down",
                                  response_id=s.event.response_id, feedback_id=uuid.uuid4(),
                                  created_at=datetime.now(UTC), source="http")
@@ -237,3 +221,30 @@ async def test_served_responses_older_than_the_retention_are_pruned(api, experim
     await deliver(experiments_db, org, handlers.record_feedback_outcomes, late)
     results = (await api.get(f"/api/experiments/{exp['id']}", headers=key)).json()["results"]
     assert results["metrics"][0]["control"]["n"] == 1  # the late thumb is not counted
+
+
+async def test_a_latency_p95_guardrail_is_accepted_at_ab_test_and_equal_latencies_do_not_pause(
+        api, experiments_db, make_key, org):
+    v1, v2 = await two_versions(experiments_db, org, BACKEND)
+    key = await make_key(org, "curator")
+    unknown = await api.post("/api/models/ab-test", headers=key, json=body(
+        v1, v2, guardrails=[{"metric": "latency_p99_ms", "max_degradation": 0.2}]))
+    assert unknown.status_code == 422, unknown.text
+    assert "'latency_p99_ms'" in unknown.json()["message"] and "guardrails" in [
+        e["field"] for e in unknown.json()["errors"]]
+    guardrails = [{"metric": "latency_p95_ms", "max_degradation": 0.2}, {"metric": "latency_p95_ms", "max_value": 5000}]
+    created = await api.post("/api/models/ab-test", headers=key, json=body(v1, v2, guardrails=guardrails))
+    assert created.status_code == 201, created.text
+    exp = created.json()
+    assert [(g["metric"], g["max_value"]) for g in exp["guardrails"]] == [("latency_p95_ms", None),
+                                                                         ("latency_p95_ms", 5000)]
+    rng = np.random.default_rng(3)
+    for variant in ("control", "treatment"):
+        await serve_with_latencies(experiments_db, org, exp["id"], variant, 150 * rng.lognormal(0, 0.5, 400))
+    after = (await api.get(f"/api/experiments/{exp['id']}", headers=key)).json()
+    assert after["status"] == "running"
+    relative, absolute = after["results"]["guardrails"]
+    assert not relative["breached"] and not absolute["breached"]
+    assert relative["control"]["n"] == relative["treatment"]["n"] == 400
+    assert relative["threshold_ms"] > relative["control"]["p95"] > 0
+    assert await outbox(experiments_db, org, "ExperimentPaused") == []

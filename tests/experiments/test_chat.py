@@ -3,86 +3,23 @@ local OpenAI-compatible server as the versions' backend: the deployed version wi
 sticky variants with one, streaming, response ids and headers, ResponseServed, OpenAI-shaped errors."""
 
 import httpx
+import numpy as np
 import openai
-import orjson
 import pytest
-import pytest_asyncio
-from openapi_core.contrib.starlette.requests import StarletteOpenAPIRequest
-from openapi_core.contrib.starlette.responses import StarletteOpenAPIResponse
-from sqlalchemy import text
-from starlette.requests import Request as StarletteRequest
-from starlette.responses import Response
 
 from services.experiments import handlers
-from services.experiments.main import SPEC
-from shared.service import build_app
-from tests.experiments.chat_fake import load_contract
-from tests.experiments.conftest import deliver, deployed, registered, two_versions
+from tests.experiments.conftest import (
+    deliver,
+    deployed,
+    outbox_events,
+    registered,
+    serve_with_latencies,
+    served_events,
+    two_versions,
+)
 from tests.support import eventually
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def app(experiments_db, settings):
-    app = build_app(SPEC, experiments_db, settings)
-    yield app
-    if getattr(app.state, "experiments_batcher", None):
-        await app.state.experiments_batcher.drain()
-
-
-class ContractChecked(httpx.AsyncBaseTransport):
-    """The router's answers to chat completions, checked against OpenAI's OpenAPI contract."""
-
-    def __init__(self, app):
-        self.inner = httpx.ASGITransport(app=app)
-        self.contract = load_contract("http://experiments/v1")
-        self.violations: list[str] = []
-        self.checked = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
-        body = await response.aread()
-        streamed = response.headers.get("content-type", "").startswith("text/event-stream")
-        if request.url.path.endswith("/chat/completions") and response.status_code == 200 and not streamed:
-            scope = {"type": "http", "method": request.method, "path": request.url.path, "root_path": "",
-                     "query_string": request.url.query, "scheme": "http", "server": ("experiments", 80),
-                     "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]}
-            try:
-                self.contract.validate_response(
-                    StarletteOpenAPIRequest(StarletteRequest(scope), request.content),
-                    StarletteOpenAPIResponse(Response(content=body, status_code=200,
-                                                      media_type="application/json")))
-                self.checked += 1
-            except Exception as exc:
-                self.violations.append(f"{exc!r} {getattr(exc, '__cause__', '')}")
-        return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
-
-
-@pytest_asyncio.fixture
-async def checked(app):
-    transport = ContractChecked(app)
-    yield transport
-    assert transport.violations == []
-
-
-@pytest_asyncio.fixture
-async def sdk(checked, make_key, org, chat_backend):
-    """An OpenAI client whose key is an RLHF API key, pointed at the router; the router's answers and
-    its calls to the backend are checked against OpenAI's contract."""
-    key = (await make_key(org, "viewer"))["Authorization"].removeprefix("Bearer ")
-    http = httpx.AsyncClient(transport=checked)
-    async with openai.AsyncOpenAI(base_url="http://experiments/v1", api_key=key, http_client=http,
-                                  max_retries=0) as client:
-        yield client
-    assert chat_backend.violations == []
-
-
-async def served_events(db, organization: str) -> list[dict]:
-    async with db.read() as session:
-        rows = await session.execute(text("SELECT envelope FROM experiments.outbox WHERE organization = :o "
-                                          "AND event_type = 'ResponseServed' ORDER BY id"), {"o": organization})
-        return [orjson.loads(r[0])["payload"] for r in rows]
 
 
 ASK = [{"role": "user", "content": "How do I reset my password?"}]
@@ -195,3 +132,40 @@ async def test_a_treatment_whose_backend_is_down_breaches_the_error_guardrail_an
 
     raw = await eventually(control_for_all, timeout=10)
     assert raw.parse().choices[0].message.content == "answer from ok"
+
+
+async def test_a_slow_treatment_breaches_the_latency_p95_guardrail_and_traffic_goes_to_control(
+        sdk, app, experiments_db, chat_backend, make_key, org):
+    v1, v2 = await two_versions(experiments_db, org, chat_backend.url, name="slow-bot")
+    curator = await make_key(org, "curator")
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://experiments")
+    exp = (await http.post("/api/models/ab-test", headers=curator, json={
+        "name": "slow", "control_model_id": str(v1.model_version_id), "treatment_model_id": str(v2.model_version_id),
+        "success_metrics": [{"name": "thumbs_up_rate"}],
+        "guardrails": [{"metric": "latency_p95_ms", "max_degradation": 0.2}]})).json()
+    variants = {}
+    for i in range(20):
+        raw = await sdk.chat.completions.with_raw_response.create(model="slow-bot", messages=ASK, user=f"user-{i}")
+        variants[f"user-{i}"] = raw.headers["x-rlhf-variant"]
+    in_treatment = [u for u, v in variants.items() if v == "treatment"]
+    assert in_treatment
+
+    # Simulated traffic: treatment answers twice as slowly as control.
+    rng = np.random.default_rng(17)
+    await serve_with_latencies(experiments_db, org, exp["id"], "control", 200 * rng.lognormal(0, 0.4, 300))
+    await serve_with_latencies(experiments_db, org, exp["id"], "treatment", 400 * rng.lognormal(0, 0.4, 300))
+
+    after = (await http.get(f"/api/experiments/{exp['id']}", headers=curator)).json()
+    assert after["status"] == "paused" and "latency_p95_ms" in after["status_reason"]
+    [paused] = [e for e in await outbox_events(experiments_db, org, "ExperimentPaused")
+                if e["experiment_id"] == exp["id"]]
+    assert paused["guardrail"] == "latency_p95_ms" and paused["paused_by"] == "guardrail"
+    assert "latency p95" in paused["reason"]
+
+    async def control_for_all():
+        answers = [await sdk.chat.completions.with_raw_response.create(model="slow-bot", messages=ASK, user=u)
+                   for u in variants]
+        return answers if all(a.headers["x-rlhf-variant"] == "control" for a in answers) else None
+
+    answers = await eventually(control_for_all, timeout=10)
+    assert {a.parse().choices[0].message.content for a in answers} == {"answer from slow-bot-v1"}

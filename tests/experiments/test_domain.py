@@ -158,3 +158,66 @@ def test_latency_percentiles_from_the_sketch_are_within_one_percent_and_sketches
         exact = np.quantile(everything, q, method="lower")
         assert domain.sketch_quantile(merged, q) == pytest.approx(exact, rel=0.011)
     assert domain.sketch_quantile({}, 0.5) is None
+
+
+def _latency_sketches(values: np.ndarray, looks) -> list[dict[int, int]]:
+    """The sketch of the first n latencies at each look, as the router records them (whole ms)."""
+    buckets = np.array([domain.latency_bucket(float(v)) for v in np.round(values)])
+    return [dict(zip(*(x.tolist() for x in np.unique(buckets[:n], return_counts=True)), strict=True))
+            for n in looks]
+
+
+P95_GUARDRAIL = Guardrail("latency_p95_ms", max_degradation=0.2)
+LOOKS = (100, 200, 300, 500, 800, 1200, 1600, 2000)
+
+
+def _breached_at_some_look(guardrail: Guardrail, rng, runs: int, control_scale: float, treatment_scale: float):
+    fired = 0
+    for _ in range(runs):
+        control = _latency_sketches(control_scale * rng.lognormal(0, 0.5, LOOKS[-1]), LOOKS)
+        treatment = _latency_sketches(treatment_scale * rng.lognormal(0, 0.5, LOOKS[-1]), LOOKS)
+        fired += any(domain.latency_quantile_guardrail(guardrail, c, t, 0.05)["breached"]
+                     for c, t in zip(control, treatment, strict=True))
+    return fired / runs
+
+
+def test_a_a_the_latency_p95_guardrail_does_not_fire_more_than_alpha_however_often_one_looks():
+    """Equal latencies and no allowance at all (max_degradation 0, the boundary of the null), looked at
+    8 times per run: false alarms at or below 5%."""
+    rng = np.random.default_rng(20261202)
+    assert _breached_at_some_look(Guardrail("latency_p95_ms", max_degradation=0.0), rng, 300, 200, 200) <= 0.05
+    assert _breached_at_some_look(P95_GUARDRAIL, rng, 100, 200, 200) == 0.0
+
+
+def test_a_slow_treatment_breaches_the_latency_p95_guardrail():
+    rng = np.random.default_rng(11)
+    assert _breached_at_some_look(P95_GUARDRAIL, rng, 100, 200, 200 * 1.6) >= 0.95
+    control, treatment = (_latency_sketches(s * rng.lognormal(0, 0.5, 1000), [1000])[0] for s in (200, 400))
+    results = domain.analyse(Design(traffic_split=0.5, success_metrics=(SuccessMetric("thumbs_up_rate"),),
+                                    guardrails=(P95_GUARDRAIL,)),
+                             VariantData(1000, {}, control), VariantData(1000, {}, treatment))
+    [g] = results["guardrails"]
+    assert g["breached"] and g["treatment"]["p95"] > 1.8 * g["control"]["p95"]
+    assert g["threshold_ms"] == pytest.approx(1.2 * g["control"]["p95_upper_bound"])
+    assert "latency p95" in g["reason"] and results["recommendation"]["reason"] == "guardrail breached: latency_p95_ms"
+    # An absolute limit: treatment's p95 (~ 910 ms here) against 700 ms and against 1500 ms.
+    assert domain.latency_quantile_guardrail(Guardrail("latency_p95_ms", max_value=700), {}, treatment,
+                                             0.05)["breached"]
+    assert not domain.latency_quantile_guardrail(Guardrail("latency_p95_ms", max_value=1500), {}, treatment,
+                                                 0.05)["breached"]
+    # Too few control answers for a bound on control's p95: no relative verdict yet.
+    assert not domain.latency_quantile_guardrail(P95_GUARDRAIL, dict(list(control.items())[:3]), treatment,
+                                                 0.05)["breached"]
+
+
+def test_latency_guardrails_are_checked_at_design():
+    def design(*guardrails):
+        return Design(traffic_split=0.5, success_metrics=(SuccessMetric("thumbs_up_rate"),), guardrails=guardrails)
+
+    domain.check_design(design(P95_GUARDRAIL, Guardrail("latency_p95_ms", max_value=800)))
+    with pytest.raises(DomainError, match="max_value is for latency_p95_ms"):
+        domain.check_design(design(Guardrail("error_rate", max_value=0.1)))
+    with pytest.raises(DomainError, match="no kind"):
+        domain.check_design(design(Guardrail("latency_p95_ms", kind="mean")))
+    with pytest.raises(DomainError, match="'latency_p99_ms'"):
+        domain.check_design(design(Guardrail("latency_p99_ms")))

@@ -5,23 +5,13 @@ in the test (a few steps each on different sentences), registered as two version
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 
 pytest.importorskip("peft")
 
 from services.experiments import handlers  # noqa: E402
-from services.experiments.main import SPEC  # noqa: E402
-from shared.service import build_app  # noqa: E402
 from tests.experiments.conftest import deliver, deployed, registered  # noqa: E402
 
 pytestmark = pytest.mark.asyncio
-
-@pytest_asyncio.fixture
-async def app(experiments_db, settings):
-    app = build_app(SPEC, experiments_db, settings)
-    yield app
-    if getattr(app.state, "experiments_batcher", None):
-        await app.state.experiments_batcher.drain()
 
 
 async def test_two_adapters_of_a_tiny_local_model_answer_as_two_variants(app, experiments_db, tiny_adapters,

@@ -125,3 +125,45 @@ def test_sequential_p_value_agrees_with_its_interval():
     c, t = Moments(79, 31, 31), Moments(81, 63, 63)
     result = stats.sequential(stats.two_proportions(c, t), c, t, rate=True)
     assert result.ci[0] < 0 and 0.05 < result.p_value < 0.07
+
+
+def test_the_share_test_statistic_matches_its_mixture_integral():
+    """share_above_evidence's closed form against the mixture integrated numerically on the same counts."""
+    from scipy import integrate
+
+    def ratio(theta, k, n, p0):
+        return (theta / p0) ** k * ((1 - theta) / (1 - p0)) ** (n - k) / (1 - p0)
+
+    for k, n, p0 in [(0, 10, 0.05), (3, 20, 0.05), (40, 300, 0.05), (97, 100, 0.95), (960, 1000, 0.95)]:
+        mixture, _ = integrate.quad(ratio, p0, 1, args=(k, n, p0), epsabs=0, epsrel=1e-10, limit=200)
+        assert stats.share_above_evidence(k, n, p0) == pytest.approx(math.log(mixture), abs=1e-6)
+
+
+def test_a_a_the_share_test_stays_below_alpha_however_often_one_looks():
+    """Bernoulli(5%) streams, the boundary of "at most 5%", looked at 200 times each up to n = 5000: the
+    test fires in at most alpha of them (and it does fire on a 9% share)."""
+    looks = np.unique(np.geomspace(10, 5000, 200).astype(int))
+    streams = RNG.binomial(1, 0.05, (1000, 5000)).cumsum(axis=1)
+    fired = sum(any(stats.share_above(int(s[n - 1]), int(n), 0.05, 0.05) for n in looks) for s in streams)
+    assert fired / len(streams) <= 0.05
+    worse = RNG.binomial(1, 0.09, (200, 5000)).cumsum(axis=1)
+    assert sum(stats.share_above(int(s[-1]), 5000, 0.05, 0.05) for s in worse) / 200 >= 0.95
+
+
+def test_the_quantile_upper_bound_covers_the_true_p95_at_every_look():
+    """The order statistic at quantile_upper_rank stays at or above the true p95 at all 30 looks in at
+    least 1 - alpha of the runs, and comes close to it as data grows."""
+    true_p95 = math.exp(5 + 0.6 * sps.norm.ppf(0.95))
+    looks = np.unique(np.geomspace(120, 20_000, 30).astype(int))
+    missed = 0
+    for _ in range(300):
+        values = RNG.lognormal(5, 0.6, 20_000)
+        for n in looks:
+            rank = stats.quantile_upper_rank(int(n), 0.95, 0.05)
+            if rank is not None and np.partition(values[:n], rank - 1)[rank - 1] < true_p95:
+                missed += 1
+                break
+    assert missed / 300 <= 0.05
+    rank = stats.quantile_upper_rank(20_000, 0.95, 0.05)
+    assert 0.95 < rank / 20_000 < 0.96
+    assert stats.quantile_upper_rank(50, 0.95, 0.05) is None  # too few observations for any bound
