@@ -8,10 +8,12 @@ failures are BackendError with the HTTP status class the client should see."""
 import asyncio
 import hashlib
 import os
+import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -70,15 +72,16 @@ async def complete(serving: dict[str, Any], body: dict[str, Any]) -> dict[str, A
         except orjson.JSONDecodeError as exc:
             raise BackendError(502, "the backend's answer is not JSON") from exc
     if kind == "bedrock":
-        return await asyncio.to_thread(_bedrock_complete, serving, body)
+        return await _bedrock_complete(serving, body)
     if kind == "local":
         return await asyncio.to_thread(LOCAL.complete, serving, body)
     raise BackendError(502, f"unknown serving kind {kind!r}", "backend_not_configured")
 
 
 async def stream(serving: dict[str, Any], body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """A streamed chat completion as OpenAI chunks. Backends that do not stream natively answer in
-    one content chunk and a final one with the finish reason."""
+    """A streamed chat completion as OpenAI chunks: OpenAI-compatible servers and Bedrock
+    (ConverseStream) stream natively; local versions answer in one content chunk and a final one
+    with the finish reason."""
     kind = serving.get("kind")
     if kind in ("openai", "openai_compatible"):
         client = openai_client(serving)
@@ -90,6 +93,10 @@ async def stream(serving: dict[str, Any], body: dict[str, Any]) -> AsyncIterator
                 yield chunk.model_dump(exclude_unset=True)
         except openai.APIError as exc:
             raise _status_of(exc) from exc
+        return
+    if kind == "bedrock":
+        async for chunk in _bedrock_stream(serving, body):
+            yield chunk
         return
     whole = await complete(serving, body)
     choice = whole["choices"][0]
@@ -110,29 +117,124 @@ def _completion(model: str, text: str, prompt_tokens: int, completion_tokens: in
                       "total_tokens": prompt_tokens + completion_tokens}}
 
 
-def _bedrock_complete(serving: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+# Bedrock: boto3's Converse and ConverseStream (one request shape for every Bedrock chat model),
+# on a pool of their own threads (boto3 blocks), with no retries of boto3's own: as for OpenAI
+# backends, the client decides whether to try again.
+_BEDROCK_POOL = ThreadPoolExecutor(max_workers=int(os.environ.get("RLHF_BEDROCK_THREADS", "32")),
+                                   thread_name_prefix="bedrock")
+_BEDROCK_CLIENTS_LOCK = threading.Lock()
+_BEDROCK_STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
+                 "content_filtered": "content_filter", "guardrail_intervened": "content_filter"}
+# Errors the caller can act on keep their status (slow down, fix the request); everything else is
+# the backend's trouble (a model not ready or timing out, access, a missing model, a 5xx): 502.
+_BEDROCK_CALLER_ERRORS = {"ThrottlingException": 429, "ValidationException": 400}
+
+
+@lru_cache(maxsize=16)
+def _bedrock_client_for(region: str | None, endpoint_url: str | None):
     import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=10, read_timeout=120,
+                    max_pool_connections=64)
+    return boto3.client("bedrock-runtime", region_name=region, endpoint_url=endpoint_url, config=config)
+
+
+def bedrock_client(serving: dict[str, Any]):
+    """A bedrock-runtime client for the serving's region (else AWS_REGION / AWS_DEFAULT_REGION), at
+    AWS_ENDPOINT_URL_BEDROCK_RUNTIME (or AWS_ENDPOINT_URL) when set, as boto3 itself reads them;
+    one per region and endpoint, shared by threads (boto3 clients are thread-safe once made)."""
+    region = serving.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or os.environ.get("AWS_ENDPOINT_URL") or None
+    with _BEDROCK_CLIENTS_LOCK:  # making a client is not thread-safe
+        return _bedrock_client_for(region, endpoint)
+
+
+def _text_of(content: Any) -> str:
+    """An OpenAI message's content as text: a string, or the text of its parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _converse_request(serving: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat request as Converse's: system (and developer) messages as `system`, user and
+    assistant turns as text blocks, max_tokens / temperature / top_p / stop as `inferenceConfig`."""
+    messages = body["messages"]
+    system = [{"text": _text_of(m.get("content"))} for m in messages if m.get("role") in ("system", "developer")]
+    turns = [{"role": m["role"], "content": [{"text": _text_of(m.get("content"))}]}
+             for m in messages if m.get("role") in ("user", "assistant")]
+    stop = body.get("stop")
+    config = {k: v for k, v in (("maxTokens", body.get("max_completion_tokens") or body.get("max_tokens")),
+                                ("temperature", body.get("temperature")), ("topP", body.get("top_p")),
+                                ("stopSequences", [stop] if isinstance(stop, str) else stop)) if v is not None}
+    return {"modelId": serving["model_arn"], "messages": turns, **({"system": system} if system else {}),
+            **({"inferenceConfig": config} if config else {})}
+
+
+def _bedrock_error(exc: Exception) -> BackendError:
     import botocore.exceptions
 
-    system = [{"text": m["content"]} for m in body["messages"] if m["role"] == "system"]
-    messages = [{"role": m["role"], "content": [{"text": m["content"]}]}
-                for m in body["messages"] if m["role"] in ("user", "assistant")]
-    config = {k: v for k, v in (("maxTokens", body.get("max_tokens")), ("temperature", body.get("temperature")),
-                                ("topP", body.get("top_p"))) if v is not None}
-    client = boto3.client("bedrock-runtime", region_name=serving.get("region") or os.environ.get("AWS_REGION"))
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = error.get("Code") or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        code = code[:1].upper() + code[1:]  # errors inside a stream are named as members: throttlingException
+        return BackendError(_BEDROCK_CALLER_ERRORS.get(code, 502),
+                            f"bedrock answered {code}: {error.get('Message', '')}", "backend_error")
+    return BackendError(502, f"bedrock unreachable: {exc}", "backend_unavailable")
+
+
+async def _on_bedrock_thread(fn, *args):
+    import botocore.exceptions
+
     try:
-        answer = client.converse(modelId=serving["model_arn"], messages=messages,
-                                 **({"system": system} if system else {}),
-                                 **({"inferenceConfig": config} if config else {}))
-    except botocore.exceptions.ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 502)
-        raise BackendError(status if 400 <= status < 500 else 502, f"bedrock: {exc}") from exc
-    except botocore.exceptions.BotoCoreError as exc:
-        raise BackendError(502, f"bedrock unreachable: {exc}", "backend_unavailable") from exc
+        return await asyncio.get_running_loop().run_in_executor(_BEDROCK_POOL, fn, *args)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise _bedrock_error(exc) from exc
+
+
+async def _bedrock_complete(serving: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    client = bedrock_client(serving)
+    answer = await _on_bedrock_thread(lambda: client.converse(**_converse_request(serving, body)))
     text = "".join(part.get("text", "") for part in answer["output"]["message"]["content"])
     usage = answer.get("usage", {})
-    reason = {"max_tokens": "length"}.get(answer.get("stopReason"), "stop")
-    return _completion(serving["model_arn"], text, usage.get("inputTokens", 0), usage.get("outputTokens", 0), reason)
+    return _completion(serving["model_arn"], text, usage.get("inputTokens", 0), usage.get("outputTokens", 0),
+                       _BEDROCK_STOP.get(answer.get("stopReason"), "stop"))
+
+
+async def _bedrock_stream(serving: dict[str, Any], body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """ConverseStream's events as OpenAI chunks: a first chunk with the role, one per text delta,
+    and a last one with the finish reason and the usage from the metadata event."""
+    client = bedrock_client(serving)
+    response = await _on_bedrock_thread(lambda: client.converse_stream(**_converse_request(serving, body)))
+    events = iter(response["stream"])
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": serving["model_arn"]}
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+
+    finish, usage = "stop", None
+    try:
+        while (event := await _on_bedrock_thread(next, events, None)) is not None:
+            if "messageStart" in event:
+                yield chunk({"role": "assistant", "content": ""})
+            elif "contentBlockDelta" in event:
+                text = event["contentBlockDelta"].get("delta", {}).get("text")
+                if text:
+                    yield chunk({"content": text})
+            elif "messageStop" in event:
+                finish = _BEDROCK_STOP.get(event["messageStop"].get("stopReason"), "stop")
+            elif "metadata" in event:
+                tokens = event["metadata"].get("usage", {})
+                usage = {"prompt_tokens": tokens.get("inputTokens", 0),
+                         "completion_tokens": tokens.get("outputTokens", 0),
+                         "total_tokens": tokens.get("totalTokens", 0)}
+        yield {**chunk({}, finish), **({"usage": usage} if usage else {})}
+    finally:
+        response["stream"].close()
 
 
 def _adapter_dir(url: str) -> str:

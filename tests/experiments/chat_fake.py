@@ -5,19 +5,17 @@ router sends it, and every answer it gives, is checked against OpenAI's OpenAPI 
 checker as tests/fakes/openai_fake.py); what fails is kept in `violations`."""
 
 import json
-import threading
 import time
 import uuid
 from typing import Any
 
-import uvicorn
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from openapi_core import Config, OpenAPI
 
-from shared.infra import free_port
 from tests.fakes.openai_fake import _openapi_30_idioms_as_31, checked_by_contract, contract_path
+from tests.fakes.server import ThreadedServer
 
 _CONTRACT: dict = {}
 
@@ -47,28 +45,20 @@ def load_contract(base_url: str) -> OpenAPI:
 
 class ChatFake:
     def __init__(self):
-        self.port = free_port()
+        self._server = ThreadedServer(self._app())
+        self.port = self._server.port
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.down = False
         self.requests: list[dict] = []
         self.violations: list[str] = []
         self.contract = load_contract(self.url)
-        self._server: uvicorn.Server | None = None
 
     def start(self) -> "ChatFake":
-        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        threading.Thread(target=self._server.run, daemon=True).start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise TimeoutError("chat fake did not start")
-            time.sleep(0.02)
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._server:
-            self._server.should_exit = True
+        self._server.stop()
 
     def _app(self) -> FastAPI:
         app = FastAPI()
