@@ -4,13 +4,18 @@ correlation ids. A service's api.py only declares its routes and maps its domain
 import time
 import uuid
 from collections.abc import Callable
-from typing import Annotated
+from http import HTTPStatus
+from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.utils import get_dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role, client_address
@@ -19,6 +24,7 @@ from shared.errors import DomainError
 from shared.input_guard import InputGuardMiddleware
 from shared.observability import HTTP_LATENCY, get_logger
 
+HTTP_STATUSES = {status.value for status in HTTPStatus}
 CORRELATION_HEADER = "x-correlation-id"
 log = get_logger(__name__)
 MAX_CORRELATION_ID = 200
@@ -26,6 +32,75 @@ MAX_CORRELATION_ID = 200
 
 def error(status: int, code: str, message: str, **extra) -> JSONResponse:
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+class FieldError(BaseModel):
+    field: str  # dotted path into the request: `feedback_value.rating`, `query.tag`, `path.version`
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of every service (shared.errors): a code, a message, the fields at fault."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    message: str
+    errors: list[FieldError] | None = None
+
+
+ERRORS = {
+    400: "the body is not JSON, or a cursor is not one this API returned",
+    401: "no API key, or one that is unknown, revoked or expired",
+    403: "the key's role is too low for this action",
+    404: "no such thing in the caller's organization",
+    409: "the thing's current state does not allow this",
+    413: "the request body is over the size limit",
+    422: "the request is invalid; `errors` names each field at fault",
+    429: "too many failed authentications from this address; Retry-After says when to try again",
+}
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def error_statuses(path: str, methods: set[str], dependant) -> list[int]:
+    """The error answers a route can give, from what it takes: every route checks a key (401, 429)
+    and its input (422); a body can be malformed (400), too large (413) or name what does not exist
+    (404); a cursor can be forged (400); a path names a thing (404); a change can conflict (409); a
+    role above viewer can be missing (403)."""
+    has_body = bool(methods & _BODY_METHODS) and dependant.body_params
+    statuses = {401, 422, 429}
+    if has_body or any(p.name == "cursor" for p in dependant.query_params):
+        statuses.add(400)
+    if _needs_more_than_viewer(dependant):
+        statuses.add(403)
+    if "{" in path or has_body:
+        statuses.add(404)
+    if methods - {"GET", "HEAD"}:
+        statuses.add(409)
+    if methods & _BODY_METHODS:
+        statuses.add(413)
+    return sorted(statuses)
+
+
+def _needs_more_than_viewer(dependant) -> bool:
+    role = getattr(dependant.call, "required_role", None)
+    return (role is not None and role > Role.viewer) or any(_needs_more_than_viewer(d) for d in dependant.dependencies)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for these statuses in the shape every service answers errors with."""
+    return {status: {"model": ErrorBody, "description": ERRORS.get(status, "")} for status in statuses}
+
+
+class ServiceRoute(APIRoute):
+    """A route whose OpenAPI declares the error answers it can give (`error_statuses`) in the shape
+    they have (`ErrorBody`). A route's own `responses=` win. Every service's routers use it
+    (`APIRouter(..., route_class=ServiceRoute)`)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *, responses=None, methods=None, **kwargs: Any):
+        methods_set = {m.upper() for m in (methods or ["GET"])}
+        declared = error_responses(*error_statuses(path, methods_set, get_dependant(path=path, call=endpoint)))
+        super().__init__(path, endpoint, responses={**declared, **(responses or {})}, methods=methods, **kwargs)
 
 
 def field_errors(errors) -> list[dict]:
@@ -176,6 +251,16 @@ def create_app(
     async def validation_failed(request: Request, exc: RequestValidationError):
         return error(422, "validation_error", "request is invalid", errors=field_errors(exc.errors()))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        # Starlette's and FastAPI's own refusals (a body that is not UTF-8 JSON, an unknown path, a
+        # method the path does not take) in the same shape as every other error.
+        phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTP_STATUSES else "error"
+        body = {"error": phrase.lower().replace(" ", "_"), "message": str(exc.detail)}
+        if exc.status_code == 400:
+            body["errors"] = [{"field": "body", "message": str(exc.detail)}]
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         cid = getattr(request.state, "correlation_id", "")
@@ -215,6 +300,7 @@ def require(role: Role):
             raise Forbidden(f"this action needs the {role.name} role; your key is {principal.role.name}")
         return principal
 
+    dependency.required_role = role  # what ServiceRoute reads to declare the 403
     return dependency
 
 

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Path, Query, Request
 from services.accounts import domain, handlers, repository
 from services.accounts.schemas import IssuedKeyOut, KeyAuditOut, KeyAuditPage, KeyCreate, KeyList, KeyOut, KeyRotate
 from shared import auth
-from shared.http import DB, Admin, CorrelationId
+from shared.http import DB, Admin, CorrelationId, ServiceRoute
 from shared.paging import InvalidCursor
 
-router = APIRouter(prefix="/api/keys", tags=["keys"])
+router = APIRouter(prefix="/api/keys", tags=["keys"], route_class=ServiceRoute)
 
 KEY_ID = "^[0-9a-f]{1,64}$"
 KeyId = Path(pattern=KEY_ID, description="the key's id (the part after rlhf_)")

@@ -26,12 +26,12 @@ from services.curation.schemas import (
     Strategy,
     ValidateRequest,
 )
-from shared.http import DB, CorrelationId, Curator, Viewer
+from shared.http import DB, CorrelationId, Curator, ServiceRoute, Viewer
 from shared.objectstore import ObjectNotFound, default_store
 from shared.paging import created_cursor, decode_cursor, page_of
 
-datasets = APIRouter(prefix="/api/training-datasets", tags=["training datasets"])
-pairs = APIRouter(prefix="/api/preference-pairs", tags=["preference pairs"])
+datasets = APIRouter(prefix="/api/training-datasets", tags=["training datasets"], route_class=ServiceRoute)
+pairs = APIRouter(prefix="/api/preference-pairs", tags=["preference pairs"], route_class=ServiceRoute)
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=200)]

@@ -22,11 +22,12 @@ from services.experiments.schemas import (
     FullDeployBody,
     ReasonBody,
 )
-from shared.http import DB, Admin, CorrelationId, Curator, Viewer
+from shared.http import DB, Admin, CorrelationId, Curator, ServiceRoute, Viewer
 from shared.paging import created_cursor, decode_cursor, page_of
 
-router = APIRouter(prefix="/api/experiments", tags=["experiments"], on_shutdown=[batching.drain_all])
-ab_test_router = APIRouter(prefix="/api/models/ab-test", tags=["experiments"])
+router = APIRouter(prefix="/api/experiments", tags=["experiments"], route_class=ServiceRoute,
+                   on_shutdown=[batching.drain_all])
+ab_test_router = APIRouter(prefix="/api/models/ab-test", tags=["experiments"], route_class=ServiceRoute)
 
 
 def batcher(request: Request) -> Batcher:

@@ -16,13 +16,14 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 
 from services.experiments import backends, handlers, repository, routing
 from services.experiments.api import Batch, Routes
 from shared.events import ResponseServed
-from shared.http import DB, Viewer
+from shared.http import DB, ServiceRoute, Viewer
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible router"])
+router = APIRouter(prefix="/v1", tags=["openai-compatible router"], route_class=ServiceRoute)
 
 
 class ORJSONAnswer(JSONResponse):
@@ -31,6 +32,25 @@ class ORJSONAnswer(JSONResponse):
 
 UNIT_HEADER = "x-rlhf-unit"
 MAX_LOGGED_CHARS = 100_000
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class OpenAIError(BaseModel):
+    """How the router answers its own errors: OpenAI's shape, which OpenAI clients understand."""
+
+    error: OpenAIErrorDetail
+
+
+OPENAI_ERRORS = {
+    400: {"model": OpenAIError, "description": "the body is not JSON, or has no model (a string) and messages"},
+    404: {"model": OpenAIError, "description": "no model of that name, or none of its versions deployed"},
+}
 
 
 def openai_error(status: int, message: str, *, type_: str, code: str, param: str | None = None) -> JSONResponse:
@@ -83,7 +103,7 @@ async def list_models(principal: Viewer, database: DB):
             "data": [{"id": n, "object": "model", "created": 0, "owned_by": principal.organization} for n in names]}
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=OPENAI_ERRORS)
 async def chat_completions(request: Request, principal: Viewer, cache: Routes, batch: Batch):
     started = time.perf_counter()
     try:

@@ -45,7 +45,8 @@ class ExperimentCreate(BaseModel):
     traffic_split: float = Field(default=0.5, ge=0, le=1, description="treatment's share of units")
     success_metrics: list[SuccessMetricIn] = Field(min_length=1, max_length=20)
     guardrails: list[GuardrailIn] = Field(default_factory=list, max_length=20)
-    min_sample_size: int = Field(default=0, ge=0, description="outcomes per variant before any decision")
+    min_sample_size: int = Field(default=0, ge=0, le=2**31 - 1, description="outcomes per variant before any "
+                                 "decision")
     sequential: bool = Field(default=True, description="always-valid intervals, safe to watch continuously")
     end_date: datetime | None = None
     start: bool = Field(default=True, description="false: created as a draft, started later")
@@ -61,7 +62,7 @@ class ExtendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     end_date: datetime | None = None
-    min_sample_size: int | None = Field(default=None, ge=0)
+    min_sample_size: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class FullDeployBody(BaseModel):

@@ -19,12 +19,12 @@ from services.feedback.schemas import (
     Me,
 )
 from shared.events import FeedbackType, ReviewStatus
-from shared.http import DB, CorrelationId, Curator, Viewer
+from shared.http import DB, CorrelationId, Curator, ServiceRoute, Viewer
 from shared.input_guard import StorableDatetime
 from shared.paging import created_cursor, decode_cursor, page_of
 from shared.tags import normalize_tag
 
-router = APIRouter(prefix="/api/feedback", tags=["feedback"])
+router = APIRouter(prefix="/api/feedback", tags=["feedback"], route_class=ServiceRoute)
 
 
 

@@ -18,10 +18,10 @@ from services.registry.schemas import (
     PolicyOut,
     ReasonBody,
 )
-from shared.http import DB, Admin, CorrelationId, Curator, Viewer
+from shared.http import DB, Admin, CorrelationId, Curator, ServiceRoute, Viewer
 from shared.paging import InvalidCursor, created_cursor, decode_cursor, page_of
 
-router = APIRouter(prefix="/api/models", tags=["models"])
+router = APIRouter(prefix="/api/models", tags=["models"], route_class=ServiceRoute)
 
 
 def _policy_out(organization: str, policy: domain.Policy) -> PolicyOut:

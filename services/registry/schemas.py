@@ -106,7 +106,7 @@ class PolicyBody(BaseModel):
     min_reward_margin: float | None = None
     max_eval_loss: float | None = Field(default=None, ge=0)
     min_token_accuracy: float | None = Field(default=None, ge=0, le=1)
-    max_leak_findings: int | None = Field(default=None, ge=0)
+    max_leak_findings: int | None = Field(default=None, ge=0, le=2**31 - 1)  # an integer column
 
 
 class PolicyOut(PolicyBody):

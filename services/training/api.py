@@ -19,9 +19,9 @@ from services.training.schemas import (
     JobPage,
 )
 from services.training.settings import TrainingSettings, get_training_settings
-from shared.http import DB, Admin, CorrelationId, Curator, Viewer
+from shared.http import DB, Admin, CorrelationId, Curator, ServiceRoute, Viewer
 
-router = APIRouter(prefix="/api/fine-tuning", tags=["fine-tuning"])
+router = APIRouter(prefix="/api/fine-tuning", tags=["fine-tuning"], route_class=ServiceRoute)
 
 Config = Annotated[TrainingSettings, Depends(get_training_settings)]
 

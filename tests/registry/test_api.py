@@ -243,6 +243,17 @@ async def test_bad_input_is_refused_and_changes_nothing(api, registry_db, make_k
     assert statuses == {"1.0.0": "archived", "1.1.0": "deployed"}
 
 
+async def test_a_policy_beyond_the_integer_column_is_refused_naming_the_field(api, make_key, org):
+    """Found by the schemathesis run (issue 13): max_leak_findings of 2^31 and more was a 500."""
+    admin = await make_key(org, "admin")
+    for too_many in (2**31, 2904271666635):
+        answer = await api.put("/api/models/policy", headers=admin, json={"max_leak_findings": too_many})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"][0]["field"] == "max_leak_findings"
+    most = await api.put("/api/models/policy", headers=admin, json={"max_leak_findings": 2**31 - 1})
+    assert most.status_code == 200 and most.json()["max_leak_findings"] == 2**31 - 1
+
+
 async def test_manual_registration_serving_kinds_and_paging(api, make_key, org):
     curator = await make_key(org, "curator")
     compatible = {"kind": "openai_compatible", "base_url": "http://vllm.internal:8000/v1", "model": "llama-3-8b",
