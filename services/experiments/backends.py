@@ -159,19 +159,67 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _turn_content(m: dict[str, Any]) -> list[dict[str, Any]]:
+    """An OpenAI message's content as Converse blocks: its text (if any), an assistant's tool calls
+    as toolUse blocks, a tool message as a toolResult block."""
+    if m.get("role") == "tool":
+        return [{"toolResult": {"toolUseId": m.get("tool_call_id") or "", "content": [{"text": _text_of(
+            m.get("content"))}]}}]
+    text = _text_of(m.get("content"))
+    blocks: list[dict[str, Any]] = [{"text": text}] if text else []
+    for call in m.get("tool_calls") or []:
+        function = call.get("function") or {}
+        try:
+            arguments = orjson.loads(function.get("arguments") or "{}")
+        except orjson.JSONDecodeError as exc:
+            raise BackendError(400, f"tool call {call.get('id')}'s arguments are not JSON", "invalid_request") from exc
+        blocks.append({"toolUse": {"toolUseId": call.get("id") or "", "name": function.get("name") or "",
+                                   "input": arguments}})
+    return blocks
+
+
+def _tool_config(body: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's function tools and tool_choice as Converse's toolConfig (tool_choice "none": no tools)."""
+    tools = [t["function"] for t in body.get("tools") or [] if t.get("type") == "function" and t.get("function")]
+    choice = body.get("tool_choice")
+    if not tools or choice == "none":
+        return None
+    specs = [{"toolSpec": {"name": f["name"], "inputSchema": {"json": f.get("parameters") or {"type": "object"}},
+                           **({"description": f["description"]} if f.get("description") else {})}} for f in tools]
+    config: dict[str, Any] = {"tools": specs}
+    if choice == "auto":
+        config["toolChoice"] = {"auto": {}}
+    elif choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif isinstance(choice, dict) and (choice.get("function") or {}).get("name"):
+        config["toolChoice"] = {"tool": {"name": choice["function"]["name"]}}
+    return config
+
+
 def _converse_request(serving: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI chat request as Converse's: system (and developer) messages as `system`, user and
-    assistant turns as text blocks, max_tokens / temperature / top_p / stop as `inferenceConfig`."""
+    """An OpenAI chat request as Converse's: system (and developer) messages as `system`; user,
+    assistant and tool messages as turns (tool results are the user's turn, and consecutive turns
+    of one role are merged, as Converse wants roles to alternate); max_tokens / temperature / top_p
+    / stop as `inferenceConfig`; function tools and tool_choice as `toolConfig`."""
     messages = body["messages"]
     system = [{"text": _text_of(m.get("content"))} for m in messages if m.get("role") in ("system", "developer")]
-    turns = [{"role": m["role"], "content": [{"text": _text_of(m.get("content"))}]}
-             for m in messages if m.get("role") in ("user", "assistant")]
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        if m.get("role") not in ("user", "assistant", "tool"):
+            continue
+        role = "assistant" if m["role"] == "assistant" else "user"
+        content = _turn_content(m)
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(content)
+        else:
+            turns.append({"role": role, "content": content})
     stop = body.get("stop")
     config = {k: v for k, v in (("maxTokens", body.get("max_completion_tokens") or body.get("max_tokens")),
                                 ("temperature", body.get("temperature")), ("topP", body.get("top_p")),
                                 ("stopSequences", [stop] if isinstance(stop, str) else stop)) if v is not None}
+    tools = _tool_config(body)
     return {"modelId": serving["model_arn"], "messages": turns, **({"system": system} if system else {}),
-            **({"inferenceConfig": config} if config else {})}
+            **({"inferenceConfig": config} if config else {}), **({"toolConfig": tools} if tools else {})}
 
 
 def _bedrock_error(exc: Exception) -> BackendError:
@@ -197,18 +245,30 @@ async def _on_bedrock_thread(fn, *args):
 
 async def _bedrock_complete(serving: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     client = bedrock_client(serving)
-    answer = await _on_bedrock_thread(lambda: client.converse(**_converse_request(serving, body)))
-    text = "".join(part.get("text", "") for part in answer["output"]["message"]["content"])
+    request = _converse_request(serving, body)
+    answer = await _on_bedrock_thread(lambda: client.converse(**request))
+    blocks = answer["output"]["message"]["content"]
+    text = "".join(block.get("text", "") for block in blocks)
     usage = answer.get("usage", {})
-    return _completion(serving["model_arn"], text, usage.get("inputTokens", 0), usage.get("outputTokens", 0),
-                       _BEDROCK_STOP.get(answer.get("stopReason"), "stop"))
+    completion = _completion(serving["model_arn"], text, usage.get("inputTokens", 0), usage.get("outputTokens", 0),
+                             _BEDROCK_STOP.get(answer.get("stopReason"), "stop"))
+    calls = [{"id": b["toolUse"]["toolUseId"], "type": "function",
+              "function": {"name": b["toolUse"]["name"], "arguments": orjson.dumps(b["toolUse"]["input"]).decode()}}
+             for b in blocks if "toolUse" in b]
+    if calls:
+        message = completion["choices"][0]["message"]
+        message["tool_calls"] = calls
+        message["content"] = text or None
+    return completion
 
 
 async def _bedrock_stream(serving: dict[str, Any], body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """ConverseStream's events as OpenAI chunks: a first chunk with the role, one per text delta,
-    and a last one with the finish reason and the usage from the metadata event."""
+    """ConverseStream's events as OpenAI chunks: a first chunk with the role, one per text delta, a
+    tool call's start (id and name) and each piece of its arguments as `tool_calls` deltas, and a
+    last chunk with the finish reason and the usage from the metadata event."""
     client = bedrock_client(serving)
-    response = await _on_bedrock_thread(lambda: client.converse_stream(**_converse_request(serving, body)))
+    request = _converse_request(serving, body)
+    response = await _on_bedrock_thread(lambda: client.converse_stream(**request))
     events = iter(response["stream"])
     base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
             "model": serving["model_arn"]}
@@ -217,14 +277,24 @@ async def _bedrock_stream(serving: dict[str, Any], body: dict[str, Any]) -> Asyn
         return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
 
     finish, usage = "stop", None
+    calls: dict[int, int] = {}  # content block -> the index of its tool call
     try:
         while (event := await _on_bedrock_thread(next, events, None)) is not None:
             if "messageStart" in event:
                 yield chunk({"role": "assistant", "content": ""})
+            elif "contentBlockStart" in event and "toolUse" in event["contentBlockStart"].get("start", {}):
+                tool = event["contentBlockStart"]["start"]["toolUse"]
+                index = calls.setdefault(event["contentBlockStart"]["contentBlockIndex"], len(calls))
+                yield chunk({"tool_calls": [{"index": index, "id": tool["toolUseId"], "type": "function",
+                                             "function": {"name": tool["name"], "arguments": ""}}]})
             elif "contentBlockDelta" in event:
-                text = event["contentBlockDelta"].get("delta", {}).get("text")
-                if text:
-                    yield chunk({"content": text})
+                delta = event["contentBlockDelta"].get("delta", {})
+                block = event["contentBlockDelta"].get("contentBlockIndex")
+                if delta.get("text"):
+                    yield chunk({"content": delta["text"]})
+                elif "toolUse" in delta and block in calls:
+                    yield chunk({"tool_calls": [{"index": calls[block],
+                                                 "function": {"arguments": delta["toolUse"].get("input", "")}}]})
             elif "messageStop" in event:
                 finish = _BEDROCK_STOP.get(event["messageStop"].get("stopReason"), "stop")
             elif "metadata" in event:

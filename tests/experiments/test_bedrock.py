@@ -4,6 +4,7 @@ network boundary (tests/fakes/bedrock_runtime_fake.py, checked against botocore'
 Answers, streamed or not, carry the model's text and token counts; Bedrock's errors come back in
 OpenAI's shape: throttling as 429, a model that is not ready or a server error as 502."""
 
+import json
 import uuid
 
 import openai
@@ -112,3 +113,39 @@ async def test_bedrock_errors_answer_in_openai_shape_with_their_status_class(sdk
     assert answer.choices[0].message.content.startswith("bedrock answer from busy-bot")
     await app.state.experiments_batcher.drain()
     assert len(await served_events(experiments_db, org)) == 1  # failures are not announced as served answers
+
+
+async def test_tools_reach_bedrock_and_its_tool_calls_come_back_in_openai_shape_streamed_or_not(
+        sdk, checked, experiments_db, bedrock, org):
+    arn = await bedrock_version(experiments_db, org, "tool-bot")
+    parameters = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
+    tools = [{"type": "function", "function": {"name": "lookup_order", "description": "Find an order",
+                                               "parameters": parameters}}]
+    first = await sdk.chat.completions.create(model="tool-bot", messages=ASK, tools=tools, tool_choice="required")
+    [call] = first.choices[0].message.tool_calls
+    assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "lookup_order"
+    assert json.loads(call.function.arguments) == {"query": "How do I reset my password?"}
+    assert bedrock.requests[-1]["toolConfig"] == {
+        "tools": [{"toolSpec": {"name": "lookup_order", "description": "Find an order",
+                                "inputSchema": {"json": parameters}}}], "toolChoice": {"any": {}}}
+
+    asked = {"id": call.id, "type": "function",
+             "function": {"name": "lookup_order", "arguments": call.function.arguments}}
+    follow_up = [*ASK, {"role": "assistant", "content": None, "tool_calls": [asked]},
+                 {"role": "tool", "tool_call_id": call.id, "content": "order 42 shipped"}]
+    second = await sdk.chat.completions.create(model="tool-bot", messages=follow_up, tools=tools)
+    assert second.choices[0].message.content == f"bedrock answer from {arn.rsplit('/', 1)[-1]} using order 42 shipped"
+    assert bedrock.requests[-1]["messages"][1:] == [
+        {"role": "assistant", "content": [{"toolUse": {"toolUseId": call.id, "name": "lookup_order",
+                                                       "input": {"query": "How do I reset my password?"}}}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": call.id,
+                                                     "content": [{"text": "order 42 shipped"}]}}]}]
+    assert checked.checked == 2
+
+    stream = await sdk.chat.completions.create(model="tool-bot", messages=ASK, tools=tools, stream=True)
+    chunks = [c async for c in stream]
+    deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []]
+    assert deltas[0].id.startswith("tooluse_") and deltas[0].function.name == "lookup_order"
+    assert {d.index for d in deltas} == {0} and len(deltas) == 3  # the start, then the arguments in two pieces
+    assert json.loads("".join(d.function.arguments or "" for d in deltas)) == {"query": "How do I reset my password?"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"

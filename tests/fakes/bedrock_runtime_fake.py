@@ -8,10 +8,13 @@ AWS_ENDPOINT_URL_BEDROCK_RUNTIME). moto does not implement Converse.
   per word, contentBlockStop, messageStop, metadata (usage and latency).
 
 The answer is "bedrock answer from <the model id's last path segment>", so a test sees which
-version served it; usage counts words. Every request is checked against botocore's own service
-model (the operation's input shape, with ParamValidator) and so is every answer and event the fake
-sends; what does not fit is kept in `violations` (a request that does not fit is answered with a
-ValidationException, as Bedrock would). Requests must be SigV4-signed.
+version served it ("... using <result>" after a tool result); offered tools, it first calls the
+first one with the last user text as `query` (stopReason tool_use). Usage counts words.
+
+Every request is checked against botocore's own service model (the operation's input shape, with
+ParamValidator) and so is every answer and event the fake sends; what does not fit is kept in
+`violations` (a request that does not fit is answered with a ValidationException, as Bedrock would).
+Requests must be SigV4-signed.
 
 `fail(model_id, error, status)` answers that model's requests with a Bedrock error (rest-json: the
 status, `x-amzn-ErrorType`, `{"message": ...}`) until `clear(model_id)`; `fail_mid_stream(model_id,
@@ -20,6 +23,7 @@ error)` sends one delta and then that exception event in the stream."""
 import binascii
 import struct
 import time
+import uuid
 from typing import Any
 
 import botocore.session
@@ -107,11 +111,23 @@ class BedrockRuntimeFake:
         return Response(orjson.dumps({"message": message}), status_code=status, media_type="application/json",
                         headers={"x-amzn-ErrorType": f"{error}:http://internal.amazon.com/coral/com.amazon.bedrock/"})
 
-    def _answer(self, model_id: str, body: dict[str, Any]) -> tuple[str, int]:
+    def _answer(self, model_id: str, body: dict[str, Any]) -> tuple[str, dict[str, Any] | None, int]:
+        """The text, the tool call (with tools offered and no tool result yet: the first tool, asked
+        with the last user text as `query`) and the prompt's length in words."""
         text = f"bedrock answer from {model_id.rsplit('/', 1)[-1]}"
+        last = (body.get("messages") or [{}])[-1].get("content", [])
+        results = [c["text"] for b in last if "toolResult" in b for c in b["toolResult"]["content"] if "text" in c]
+        tools = (body.get("toolConfig") or {}).get("tools") or []
+        call = None
+        if results:
+            text += " using " + " ".join(results)
+        elif tools:
+            query = " ".join(b["text"] for b in last if "text" in b)
+            call = {"toolUseId": f"tooluse_{uuid.uuid4().hex[:12]}", "name": tools[0]["toolSpec"]["name"],
+                    "input": {"query": query}}
         prompt_words = sum(len(str(block.get("text", "")).split()) for m in body.get("messages", [])
                            for block in m.get("content", []))
-        return text, prompt_words
+        return text, call, prompt_words
 
     def _app(self) -> FastAPI:
         app = FastAPI()
@@ -135,10 +151,11 @@ class BedrockRuntimeFake:
             body, refusal = await received("Converse", model_id, request)
             if refusal is not None:
                 return refusal
-            text, prompt = self._answer(model_id, body)
+            text, call, prompt = self._answer(model_id, body)
             completion = len(text.split())
-            answer = {"output": {"message": {"role": "assistant", "content": [{"text": text}]}},
-                      "stopReason": "end_turn",
+            content = [{"text": text}] if call is None else [{"toolUse": call}]
+            answer = {"output": {"message": {"role": "assistant", "content": content}},
+                      "stopReason": "end_turn" if call is None else "tool_use",
                       "usage": {"inputTokens": prompt, "outputTokens": completion, "totalTokens": prompt + completion},
                       "metrics": {"latencyMs": 1}}
             self._check("Converse answer", answer, _SERVICE.operation_model("Converse").output_shape)
@@ -149,7 +166,7 @@ class BedrockRuntimeFake:
             body, refusal = await received("ConverseStream", model_id, request)
             if refusal is not None:
                 return refusal
-            text, prompt = self._answer(model_id, body)
+            text, call, prompt = self._answer(model_id, body)
             words = text.split(" ")
             failure = self.mid_stream_failures.get(model_id)
             started = time.monotonic()
@@ -160,6 +177,18 @@ class BedrockRuntimeFake:
                     return event(event_type, payload)
 
                 yield sent("messageStart", {"role": "assistant"})
+                if call is not None:  # the arguments' JSON in two pieces, as models stream it
+                    arguments = orjson.dumps(call["input"]).decode()
+                    yield sent("contentBlockStart", {"contentBlockIndex": 0, "start": {"toolUse": {
+                        "toolUseId": call["toolUseId"], "name": call["name"]}}})
+                    for piece in (arguments[:5], arguments[5:]):
+                        yield sent("contentBlockDelta", {"contentBlockIndex": 0,
+                                                         "delta": {"toolUse": {"input": piece}}})
+                    yield sent("contentBlockStop", {"contentBlockIndex": 0})
+                    yield sent("messageStop", {"stopReason": "tool_use"})
+                    usage = {"inputTokens": prompt, "outputTokens": 1, "totalTokens": prompt + 1}
+                    yield sent("metadata", {"usage": usage, "metrics": {"latencyMs": 1}})
+                    return
                 for i, word in enumerate(words):
                     yield sent("contentBlockDelta", {"contentBlockIndex": 0,
                                                      "delta": {"text": word if i == 0 else " " + word}})
