@@ -1,6 +1,7 @@
 """Calling a model version the way its `serving` says: OpenAI and OpenAI-compatible servers (vLLM,
-TGI, Ollama) through the `openai` SDK with base_url, Bedrock through boto3's Converse API, local
-versions (base model + LoRA adapter) with transformers + peft, a few loaded at a time.
+TGI, Ollama) through the `openai` SDK with base_url, Bedrock through boto3's Converse and
+ConverseStream APIs, local versions (base model + LoRA adapter) with transformers + peft, a few
+loaded at a time.
 
 Every backend answers in OpenAI's chat-completion shape (a dict) or as a stream of OpenAI chunks;
 failures are BackendError with the HTTP status class the client should see."""

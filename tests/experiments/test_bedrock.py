@@ -91,9 +91,11 @@ async def test_bedrock_errors_answer_in_openai_shape_with_their_status_class(sdk
     for error, status in (("ModelNotReadyException", 429), ("InternalServerException", 500),
                           ("ServiceUnavailableException", 503)):
         bedrock.fail(arn, error, status)
+        asked = len(bedrock.requests)
         with pytest.raises(openai.InternalServerError) as failed:
             await sdk.chat.completions.create(model="busy-bot", messages=ASK)
         assert failed.value.status_code == 502 and failed.value.code == "backend_error"
+        assert len(bedrock.requests) == asked + 1  # boto3 does not retry behind the client's back
         assert error in failed.value.message
         with pytest.raises(openai.InternalServerError) as failed:
             await sdk.chat.completions.create(model="busy-bot", messages=ASK, stream=True)
