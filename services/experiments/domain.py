@@ -309,6 +309,8 @@ def latency_quantile_guardrail(g: Guardrail, control: Mapping[int, int], treatme
       p95 (stats.quantile_upper_rank at alpha/2: the order statistic at that rank, read as the upper
       edge of its bucket, an overestimate), and the share test gets the other alpha/2. While control
       has too few answers for a bound (about 110), nothing can breach.
+    - Treatment needs 1 / (1 - q) answers (20 for the p95) before it can breach: the test alone would
+      already fire on 2 slow answers out of 2, valid for independent answers but not for a cold start.
 
     Why the false alarm rate stays at most alpha when treatment's true p95 is within its limit
     (q_t <= (1 + d) q_c), however often it is checked: with probability >= 1 - alpha/2, U >= q_c at
@@ -335,7 +337,8 @@ def latency_quantile_guardrail(g: Guardrail, control: Mapping[int, int], treatme
         threshold = math.inf if control_bound is None else (1 + g.max_degradation) * control_bound
     n_t = sum(treatment.values())
     above = sum(count for b, count in treatment.items() if _GAMMA ** (b - 1) >= threshold)
-    breached = n_t > 0 and math.isfinite(threshold) and stats.share_above(above, n_t, tail, share_alpha)
+    breached = (n_t >= round(1 / tail) and math.isfinite(threshold)
+                and stats.share_above(above, n_t, tail, share_alpha))
     name = f"p{round(q * 100)}"
     control_q, treatment_q = sketch_quantile(control, q), sketch_quantile(treatment, q)
     out = {"metric": g.metric, "max_degradation": g.max_degradation, "max_value": g.max_value,

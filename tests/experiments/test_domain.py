@@ -205,6 +205,9 @@ def test_a_slow_treatment_breaches_the_latency_p95_guardrail():
                                              0.05)["breached"]
     assert not domain.latency_quantile_guardrail(Guardrail("latency_p95_ms", max_value=1500), {}, treatment,
                                                  0.05)["breached"]
+    slow_start = _latency_sketches(np.full(19, 5000.0), [19])[0]  # every answer slow, but only 19 of them
+    assert not domain.latency_quantile_guardrail(Guardrail("latency_p95_ms", max_value=700), {}, slow_start,
+                                                 0.05)["breached"]
     # Too few control answers for a bound on control's p95: no relative verdict yet.
     assert not domain.latency_quantile_guardrail(P95_GUARDRAIL, dict(list(control.items())[:3]), treatment,
                                                  0.05)["breached"]
