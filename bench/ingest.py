@@ -49,6 +49,7 @@ SUBMITTED_TOPIC = "rlhf.feedback.submitted.v1"
 RAW_TOPIC = "bench.raw.produce"
 RAW_SCHEMA = "bench_raw"
 BATCH_SIZE = 1000
+CONSUMER_TARGET = 20_000  # events/s, each consumer-only process (issue 14)
 BATCH_CONCURRENCY = 4
 SINGLE_CONCURRENCY = 16
 RELAY_BATCH_CONCURRENCY = 4
@@ -315,13 +316,13 @@ class Services:
         self.logs = logs
         self.running: list[subprocess.Popen] = []
 
-    def start(self, *roles: str, name: str) -> tuple[subprocess.Popen, int, Path]:
+    def start(self, *roles: str, name: str, module: str = SERVICE_MODULE) -> tuple[subprocess.Popen, int, Path]:
         from shared.infra import free_port
 
         port = free_port()
         env = self.stack.env(RLHF_HTTP_PORT=str(port), RLHF_HTTP_HOST="127.0.0.1", RLHF_LOG_LEVEL="WARNING")
         log_path = self.logs / f"{name}.log"
-        args = [sys.executable, "-m", SERVICE_MODULE]
+        args = [sys.executable, "-m", module]
         for role in roles:
             args += ["--role", role]
         process = subprocess.Popen(
@@ -469,17 +470,15 @@ class Db:
     async def first_unpublished(self) -> int | None:
         return await self.conn.fetchval("SELECT min(id) FROM feedback.outbox WHERE published_at IS NULL")
 
-    async def count_org(self, org: str) -> int:
-        return await self.conn.fetchval("SELECT count(*) FROM feedback.rlhf_feedback WHERE organization = $1", org)
+    async def count_org(self, org: str, table: str = "feedback.rlhf_feedback") -> int:
+        return await self.conn.fetchval(f"SELECT count(*) FROM {table} WHERE organization = $1", org)
 
-    async def any_of_org(self, org: str) -> bool:
-        return await self.conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM feedback.rlhf_feedback WHERE organization = $1)", org
-        )
+    async def any_of_org(self, org: str, table: str = "feedback.rlhf_feedback") -> bool:
+        return await self.conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE organization = $1)", org)
 
-    async def processed(self, event_ids: list[uuid.UUID]) -> int:
+    async def processed(self, event_ids: list[uuid.UUID], schema: str = "feedback") -> int:
         return await self.conn.fetchval(
-            "SELECT count(*) FROM feedback.processed_events WHERE event_id = ANY($1::uuid[])", event_ids
+            f"SELECT count(*) FROM {schema}.processed_events WHERE event_id = ANY($1::uuid[])", event_ids
         )
 
 
@@ -582,18 +581,51 @@ async def relay_phase(services: Services, headers: dict[str, str], db: Db, n: in
     }
 
 
-async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, meter: CpuMeter) -> dict[str, Any]:
-    """Publish n FeedbackSubmitted envelopes first, then time a consumer-only process storing them."""
+@dataclass(frozen=True)
+class ConsumerCase:
+    """A consumer-only process of `service`, timed on its topic filled beforehand with n events."""
+
+    service: str
+    event: Callable[[int], Any]  # the i-th event (an shared.events.Event)
+    table: str  # where an applied event lands, as a row with an organization column
+
+    @property
+    def keyed(self) -> bool:  # keyed by feedback id as the feedback relay keys them, or unkeyed as other producers may
+        return self.service != "feedback"
+
+
+def _submitted(i: int):
     from shared.events import FeedbackSubmitted
 
+    return FeedbackSubmitted.model_validate(feedback_item(i))
+
+
+def _received(i: int):
+    from shared.events import FeedbackReceived
+
+    return FeedbackReceived.model_validate(
+        feedback_item(i) | {"feedback_id": uuid.uuid4(), "created_at": datetime.now(UTC), "source": "bus"}
+    )
+
+
+FEEDBACK_CONSUMER = ConsumerCase("feedback", _submitted, "feedback.rlhf_feedback")
+CURATION_CONSUMER = ConsumerCase("curation", _received, "curation.feedback_projection")
+
+
+async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, meter: CpuMeter,
+                         case: ConsumerCase = FEEDBACK_CONSUMER) -> dict[str, Any]:
+    """Publish n events first, then time a consumer-only process of the case's service applying them."""
     org = f"bench-consumer-{uuid.uuid4().hex[:8]}"
     messages, event_ids = [], []
+    topic = None
     for i in range(n):
         # Each envelope with its own correlation id (the default), as independent producers send them.
-        event = FeedbackSubmitted.model_validate(feedback_item(i))
-        envelope = event.envelope(organization=org, producer="bench")
-        event_ids.append(envelope.event_id)
-        messages.append((None, orjson.dumps(envelope.model_dump(mode="json"))))
+        event = case.event(i)
+        topic = event.topic()
+        event_id = uuid.uuid4()
+        wire = event.to_wire(event_id=event_id, organization=org, producer="bench", correlation_id=str(event_id))
+        event_ids.append(event_id)
+        messages.append((str(event.feedback_id).encode() if case.keyed else None, wire.encode()))
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=5,
         max_batch_size=1_048_576, max_request_size=16_777_216,
@@ -604,7 +636,7 @@ async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, met
         t0 = time.perf_counter()
         for start in range(0, n, BATCH_SIZE):
             chunk = messages[start : start + BATCH_SIZE]
-            futures = [await producer.send(SUBMITTED_TOPIC, value=v, key=k) for k, v in chunk]
+            futures = [await producer.send(topic, value=v, key=k) for k, v in chunk]
             for j, meta in enumerate(await asyncio.gather(*futures)):
                 last_of_partition[meta.partition] = event_ids[start + j]
         publish_seconds = time.perf_counter() - t0
@@ -613,25 +645,28 @@ async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, met
     # One consumer applies a partition's batches in offset order, so the last event of every partition
     # being processed means all of them are (checked by a full count at the end).
     tails = list(last_of_partition.values())
-    log(f"{n} FeedbackSubmitted published in {publish_seconds:.1f}s; starting the consumer")
+    log(f"{n:,} events on {topic} in {publish_seconds:.1f}s; starting a {case.service} consumer")
     span = meter.start()
     t_start = time.perf_counter()
-    consumer, _, _ = services.start("consumer", name="feedback-consumer-only")
+    consumer, _, _ = services.start("consumer", name=f"{case.service}-consumer-only",
+                                    module=f"services.{case.service}.main")
     meter.add("service", lambda: _tree(consumer.pid))
     try:
         first: list[tuple[float, int]] = []
 
         async def started() -> bool:
-            if await db.any_of_org(org):
+            if await db.any_of_org(org, case.table):
                 t = time.perf_counter()
-                first.append((t, await db.count_org(org)))
+                first.append((t, await db.count_org(org, case.table)))
                 return True
             return False
 
         await poll_until(started, 120, "consumer stored its first rows")
-        t_done = await poll_until(lambda: _eq(db.processed(tails), len(tails)), 600, "consumer stored every event")
+        schema = case.table.split(".")[0]
+        t_done = await poll_until(lambda: _eq(db.processed(tails, schema), len(tails)), 600,
+                                  "consumer stored every event")
         cpu = span.stop()
-        stored = await db.count_org(org)
+        stored = await db.count_org(org, case.table)
         if stored != n:
             raise RuntimeError(f"consumer stored {stored} of {n} events")
     finally:
@@ -660,7 +695,7 @@ def fmt(x: float | None, digits: int = 0) -> str:
 def render(r: dict[str, Any]) -> str:
     b, p = r["baselines"], r["product"]
     copy, prod, bare = b["asyncpg_copy"], b["aiokafka_produce"], b["fastapi_bare"]
-    bi, sp, rl, co = p["batch_ingest"], p["single_post"], p["relay"], p["consumer"]
+    bi, sp, rl, co, cc = p["batch_ingest"], p["single_post"], p["relay"], p["consumer"], p["curation_consumer"]
     t = r["targets"]
     lines = [
         f"## Ingest benchmark — {r['machine']['nproc']} cores, Python {r['machine']['python']}, {r['finished_at']}",
@@ -694,11 +729,16 @@ def render(r: dict[str, Any]) -> str:
         f"{(rl['steady_events_per_s'] or 0) / prod['msgs_per_s']:.2f}× | — |",
         f"| Outbox relay, from process spawn (start-up {rl['startup_seconds']:.1f} s) | "
         f"{fmt(rl['events_per_s_from_spawn'])} events/s | — | — | — |",
-        f"| Consumer, steady ({co['events']:,} events queued) | {fmt(co['steady_events_per_s'])} events/s | "
-        f"{fmt(copy['rows_per_s'])} rows/s (raw COPY) | "
-        f"{(co['steady_events_per_s'] or 0) / copy['rows_per_s']:.2f}× | — |",
-        f"| Consumer, from process spawn (start-up {co['startup_seconds']:.1f} s) | "
-        f"{fmt(co['events_per_s_from_spawn'])} events/s | — | — | — |",
+        *(f"| {title}, steady ({c['events']:,} events queued) | {fmt(c['steady_events_per_s'])} events/s | "
+          f"{fmt(copy['rows_per_s'])} rows/s (raw COPY) | "
+          f"{(c['steady_events_per_s'] or 0) / copy['rows_per_s']:.2f}× | "
+          f"≥ {CONSUMER_TARGET:,}/s **{t[key]['verdict']}** |"
+          for title, c, key in (("Feedback consumer (FeedbackSubmitted → stored)", co, "consumer_events_per_s"),
+                                ("Curation projection consumer (FeedbackReceived → projected)", cc,
+                                 "curation_consumer_events_per_s"))),
+        *(f"| {title}, from process spawn (start-up {c['startup_seconds']:.1f} s) | "
+          f"{fmt(c['events_per_s_from_spawn'])} events/s | — | — | — |"
+          for title, c in (("Feedback consumer", co), ("Curation projection consumer", cc))),
         "",
         "CPU in cores busy (cpu-seconds / wall-second) per component during each measured phase:",
         "",
@@ -707,7 +747,7 @@ def render(r: dict[str, Any]) -> str:
     ]
     for name, res in (("bare FastAPI", bare), ("bare FastAPI, minimal client", bare["minimal_client"]),
                       ("batch ingest", bi), ("single POST", sp), ("single POST, minimal client", sp["minimal_client"]),
-                      ("relay", rl), ("consumer", co)):
+                      ("relay", rl), ("feedback consumer", co), ("curation consumer", cc)):
         cpu = res.get("cpu_cores", {})
         lines.append(f"| {name} | " + " | ".join(fmt(cpu.get(g), 2) for g in r["cpu_groups"]) + " |")
     lines += [
@@ -716,7 +756,7 @@ def render(r: dict[str, Any]) -> str:
         f"batch latency p50 {fmt(bi['batch_p50_ms'])} ms / p99 {fmt(bi['batch_p99_ms'])} ms. "
         f"Load average at start: {r['machine']['loadavg_at_start']}.",
     ]
-    busy = max(res.get("cpu_cores", {}).get("other", 0.0) for res in (bare, bi, sp, rl, co))
+    busy = max(res.get("cpu_cores", {}).get("other", 0.0) for res in (bare, bi, sp, rl, co, cc))
     if busy > 0.25:
         lines.append(
             f"\n**Warning:** other processes used up to {busy:.2f} cores during a phase: the figures are "
@@ -725,8 +765,8 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def verdict(ratio: float) -> str:
-    return "PASS" if ratio >= 0.5 else "BELOW"
+def verdict(value: float, target: float = 0.5) -> str:
+    return "PASS" if value >= target else "BELOW"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -817,6 +857,11 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
             consumer = await consumer_phase(services, bootstrap, db, consumer_events, meter)
             log(f"  steady {consumer['steady_events_per_s']:,.0f} events/s "
                 f"(start-up {consumer['startup_seconds']:.1f}s)")
+            meter.add("service", lambda: [])
+            log(f"curation consumer: {consumer_events:,} FeedbackReceived queued, then its consumer-only process")
+            projection = await consumer_phase(services, bootstrap, db, consumer_events, meter, CURATION_CONSUMER)
+            log(f"  steady {projection['steady_events_per_s']:,.0f} events/s "
+                f"(start-up {projection['startup_seconds']:.1f}s)")
         finally:
             await db.conn.close()
 
@@ -835,10 +880,16 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
                            "consumer_events": consumer_events, "raw_rows": raw_rows, "raw_messages": raw_messages,
                            "message_bytes": message_bytes, "outbox_envelope_bytes": envelope_sizes},
             "baselines": {"asyncpg_copy": copy, "aiokafka_produce": produce, "fastapi_bare": bare},
-            "product": {"batch_ingest": batch, "single_post": single, "relay": relay, "consumer": consumer},
+            "product": {"batch_ingest": batch, "single_post": single, "relay": relay, "consumer": consumer,
+                        "curation_consumer": projection},
             "targets": {
                 "batch_vs_produce": {"ratio": b_ratio, "target": 0.5, "verdict": verdict(b_ratio)},
                 "single_vs_bare": {"ratio": s_ratio, "target": 0.5, "verdict": verdict(s_ratio)},
+                "consumer_events_per_s": {"value": consumer["steady_events_per_s"], "target": CONSUMER_TARGET,
+                                          "verdict": verdict(consumer["steady_events_per_s"] or 0, CONSUMER_TARGET)},
+                "curation_consumer_events_per_s": {
+                    "value": projection["steady_events_per_s"], "target": CONSUMER_TARGET,
+                    "verdict": verdict(projection["steady_events_per_s"] or 0, CONSUMER_TARGET)},
             },
             "cpu_groups": [*meter.groups, "other"],
         }

@@ -1,12 +1,27 @@
 """Bulk writes inside a SQLAlchemy session's transaction, on its asyncpg connection: COPY for
 batches (several times faster than INSERT), a prepared INSERT for a few rows (COPY's extra round
-trips cost more than it saves there)."""
+trips cost more than it saves there), and whole batches as one JSON parameter.
+
+SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement that goes through it. A
+statement sent on the driver connection before that runs outside the unit of work's transaction:
+committed at once, and kept when the unit of work rolls back. So every write here either goes
+through the adapter (`exec_driver_sql`) or begins the adapter's transaction first."""
 
 from collections.abc import Sequence
+from typing import Any
 
+import asyncpg
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 COPY_THRESHOLD = 16
+
+
+async def _driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The session's asyncpg connection, with the session's transaction begun on it."""
+    conn = await session.connection()
+    await conn.exec_driver_sql("SELECT 1")  # through the adapter: BEGIN, if not sent yet, then this
+    return (await conn.get_raw_connection()).driver_connection
 
 
 async def copy_or_insert(
@@ -14,11 +29,26 @@ async def copy_or_insert(
 ) -> None:
     if not records:
         return
-    conn = await session.connection()
-    raw = (await conn.get_raw_connection()).driver_connection
+    raw = await _driver_connection(session)
     if len(records) >= COPY_THRESHOLD:
         await raw.copy_records_to_table(table, schema_name=schema, columns=list(columns), records=records)
         return
     names = ", ".join(f'"{c}"' for c in columns)
     params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
     await raw.executemany(f'INSERT INTO "{schema}"."{table}" ({names}) VALUES ({params})', records)
+
+
+async def execute_json(session: AsyncSession, sql: str, rows: Sequence[Any], *args: Any) -> list[Any]:
+    """Runs `sql` with a whole batch as ONE jsonb parameter, `$1`, read back in SQL with
+    `jsonb_to_recordset($1::jsonb) AS f(column type, …)` (JSON arrays become PostgreSQL arrays; a list of
+    scalars is `jsonb_array_elements_text($1::jsonb)`), `args` as $2, …, in the session's transaction.
+    Returns the rows the statement returns.
+
+    Why JSON: orjson writes a 500-row batch in ~1 µs a row and PostgreSQL parses it in C, where one
+    array parameter per column costs asyncpg ~1 µs per element in type checks, and a SQLAlchemy
+    multi-row VALUES ~0.3 s to compile. One prepared statement, one round trip, any batch size."""
+    if not rows:
+        return []
+    conn = await session.connection()
+    result = await conn.exec_driver_sql(sql, (orjson.dumps(rows).decode(), *args))
+    return result.all() if result.returns_rows else []

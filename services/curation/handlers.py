@@ -10,7 +10,8 @@ work once the pass is over.
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -177,17 +178,24 @@ def _received_row(d: Delivery[FeedbackReceived]) -> dict[str, Any]:
     return dict(
         feedback_id=e.feedback_id, organization=d.envelope.organization, query=e.query, response=e.response,
         feedback_type=e.feedback_type, rating=rating, value_correction=correction, session_id=e.session_id,
-        model_id=e.model_id, created_at=e.created_at, tags=list(e.tags), status="pending",
+        model_id=e.model_id, created_at=e.created_at, tags=e.tags,
     )
+
+
+async def _recount(uow: UnitOfWork, rows: Iterable[dict[str, Any]]) -> None:
+    """Member counts of instruction datasets follow the review state of their feedback."""
+    by_org: dict[str, list[uuid.UUID]] = defaultdict(list)
+    for row in rows:
+        by_org[row["organization"]].append(row["feedback_id"])
+    for organization, ids in by_org.items():
+        await repository.recount_instruction_datasets(uow.session, organization, ids)
 
 
 async def project_received_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery[FeedbackReceived]]) -> None:
     """FeedbackReceived → the projection's content columns (idempotent: an upsert, once per event)."""
-    rows = {r["feedback_id"]: r for r in map(_received_row, deliveries)}  # last one wins within a batch
+    rows = {d.event.feedback_id: _received_row(d) for d in deliveries}  # last one wins within a batch
     await repository.upsert_received(uow.session, list(rows.values()))
-    for organization in {r["organization"] for r in rows.values()}:
-        ids = [r["feedback_id"] for r in rows.values() if r["organization"] == organization]
-        await repository.recount_instruction_datasets(uow.session, organization, ids)
+    await _recount(uow, rows.values())
 
 
 async def project_reviewed_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery[FeedbackReviewed]]) -> None:
@@ -196,13 +204,11 @@ async def project_reviewed_feedback(uow: UnitOfWork, deliveries: Sequence[Delive
     for d in deliveries:
         e = d.event
         row = dict(feedback_id=e.feedback_id, organization=d.envelope.organization, status=e.status,
-                   review_correction=e.correction, tags=list(e.tags), reviewed_at=e.reviewed_at)
+                   review_correction=e.correction, tags=e.tags, reviewed_at=e.reviewed_at)
         if e.feedback_id not in latest or latest[e.feedback_id]["reviewed_at"] <= e.reviewed_at:
             latest[e.feedback_id] = row
     await repository.upsert_reviewed(uow.session, list(latest.values()))
-    for organization in {r["organization"] for r in latest.values()}:
-        ids = [r["feedback_id"] for r in latest.values() if r["organization"] == organization]
-        await repository.recount_instruction_datasets(uow.session, organization, ids)
+    await _recount(uow, latest.values())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ cursor or read in stripes by worker processes, at the speed of the driver."""
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,12 +14,12 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import and_, delete, func, or_, select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.curation import formats
 from services.curation.domain import ExportPlan
 from services.curation.models import SCHEMA, DatasetExport, FeedbackView, PreferencePair, TrainingDataset
+from shared.bulk import execute_json
 
 # The split and duplicate keys: a prompt's letters and digits, lower-cased. Splitting on this key puts
 # prompts that differ only in case, spacing or punctuation on the same side of the split.
@@ -300,37 +300,42 @@ async def create_pairs_by_strategy(
 # The feedback projection
 
 
-async def upsert_received(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Content of feedback items; review state, if a FeedbackReviewed came first, is left alone."""
-    stmt = insert(FeedbackView).values(rows)
-    content = ("query", "response", "feedback_type", "rating", "value_correction", "session_id", "model_id",
-               "created_at")
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["feedback_id"],
-        set_={c: stmt.excluded[c] for c in content},
-        where=FeedbackView.organization == stmt.excluded.organization,
-    )
-    # tags come with both events: the received ones only until a review says otherwise
-    await session.execute(stmt)
-    await session.execute(
-        text(f"""UPDATE "{SCHEMA}".feedback_projection SET tags = :tags
-                 WHERE feedback_id = :id AND reviewed_at IS NULL"""),
-        [{"id": r["feedback_id"], "tags": r["tags"]} for r in rows],
-    )
+# The projection's writes: one statement per batch, the batch one JSON parameter (shared/bulk.py).
+# A feedback id held by another organization is never touched (event ids and feedback ids are
+# global, organizations are not trusted to be disjoint).
+_UPSERT_RECEIVED = f"""
+    INSERT INTO "{SCHEMA}".feedback_projection AS p (feedback_id, organization, query, response, feedback_type,
+        rating, value_correction, session_id, model_id, created_at, tags, status)
+    SELECT f.*, 'pending' FROM jsonb_to_recordset($1::jsonb) AS f(feedback_id uuid, organization text, query text,
+        response text, feedback_type text, rating float8, value_correction text, session_id text, model_id text,
+        created_at timestamptz, tags text[])
+    ON CONFLICT (feedback_id) DO UPDATE SET
+        query = excluded.query, response = excluded.response, feedback_type = excluded.feedback_type,
+        rating = excluded.rating, value_correction = excluded.value_correction, session_id = excluded.session_id,
+        model_id = excluded.model_id, created_at = excluded.created_at,
+        tags = CASE WHEN p.reviewed_at IS NULL THEN excluded.tags ELSE p.tags END
+    WHERE p.organization = excluded.organization"""
+
+_UPSERT_REVIEWED = f"""
+    INSERT INTO "{SCHEMA}".feedback_projection AS p (feedback_id, organization, status, review_correction, tags,
+        reviewed_at)
+    SELECT f.* FROM jsonb_to_recordset($1::jsonb) AS f(feedback_id uuid, organization text, status text,
+        review_correction text, tags text[], reviewed_at timestamptz)
+    ON CONFLICT (feedback_id) DO UPDATE SET
+        status = excluded.status, review_correction = excluded.review_correction, tags = excluded.tags,
+        reviewed_at = excluded.reviewed_at
+    WHERE p.organization = excluded.organization AND (p.reviewed_at IS NULL OR p.reviewed_at <= excluded.reviewed_at)"""
 
 
-async def upsert_reviewed(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Review state; an older review arriving late never overwrites a newer one."""
-    stmt = insert(FeedbackView).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["feedback_id"],
-        set_={c: stmt.excluded[c] for c in ("status", "review_correction", "tags", "reviewed_at")},
-        where=and_(
-            FeedbackView.organization == stmt.excluded.organization,
-            or_(FeedbackView.reviewed_at.is_(None), FeedbackView.reviewed_at <= stmt.excluded.reviewed_at),
-        ),
-    )
-    await session.execute(stmt)
+async def upsert_received(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Content of feedback items (one row per feedback id); review state, if a FeedbackReviewed came
+    first, is left alone, and so are its tags."""
+    await execute_json(session, _UPSERT_RECEIVED, rows)
+
+
+async def upsert_reviewed(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Review state (one row per feedback id); an older review arriving late never overwrites a newer one."""
+    await execute_json(session, _UPSERT_REVIEWED, rows)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from shared.db import UnitOfWork
 from shared.events import FeedbackFields, FeedbackReceived, FeedbackReviewed, FeedbackSubmitted, ResponseServed
 from shared.observability import FEEDBACK_INGESTED
 
+_FIELDS = frozenset(FeedbackFields.model_fields)
+
 
 async def store_feedback(
     uow: UnitOfWork,
@@ -31,17 +33,15 @@ async def store_feedback(
     for item, correlation_id in zip(items, correlation_ids, strict=True):
         feedback_id = uuid.uuid4()
         ids.append(feedback_id)
-        fields = item.model_dump(include=set(FeedbackFields.model_fields))
+        fields = item.model_dump(include=_FIELDS)
         fields["tags"] = list(domain.normalize_tags(fields["tags"]))
         rows.append(
             dict(fields, id=feedback_id, organization=organization, created_at=now, updated_at=now,
                  status="pending", source=source)
         )
-        uow.emit(
-            FeedbackReceived(**fields, feedback_id=feedback_id, created_at=now, source=source),
-            organization=organization,
-            correlation_id=correlation_id,
-        )
+        # Built from fields the item's model validated already: not validated a second time.
+        received = FeedbackReceived.model_construct(**fields, feedback_id=feedback_id, created_at=now, source=source)
+        uow.emit(received, organization=organization, correlation_id=correlation_id)
     await repository.add_many(uow.session, rows)
     FEEDBACK_INGESTED.labels(uow.service, source).inc(len(rows))
     return ids
