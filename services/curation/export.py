@@ -402,6 +402,9 @@ class Published:
 def manifest(plan: ExportPlan, written: dict[str, Any], report: dict, masker: Masker, *, duplicates_dropped: int,
              created_at: str) -> dict[str, Any]:
     """What an export version holds, written beside its files."""
+    # Keys relative to the store, not its URLs: the manifest is downloaded by clients, and a file:// URL
+    # would tell them where the store lies on the server.
+    written = {name: {k: v for k, v in entry.items() if k != "url"} for name, entry in written.items()}
     train_rows = written.get("train", {}).get("rows", 0)
     validation_rows = written.get("validation", {}).get("rows", 0)
     return {

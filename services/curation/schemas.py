@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.curation.domain import STRATEGIES
+from shared.downloads import export_file_url, export_links
 from shared.input_guard import StorableDatetime
 
 DatasetType = Literal["preference_pairs", "instruction_tuning", "dpo"]
@@ -77,7 +78,7 @@ class DatasetOut(BaseModel):
     quality_score: float | None
     validation_report: dict[str, Any] | None
     export_format: str | None
-    export_url: str | None
+    export_url: str | None = Field(description="the current export's training file, downloaded through the API")
     export_version: int
     system_prompt: str | None
     validation_ratio: float
@@ -87,6 +88,13 @@ class DatasetOut(BaseModel):
     curator_email: str | None
     created_at: datetime
     updated_at: datetime
+
+    @model_validator(mode="after")
+    def _download_url(self):
+        """The stored export_url is where the file lies in the object store; a client gets the API's URL."""
+        if self.export_url is not None:
+            self.export_url = export_file_url(self.id, self.export_version, "train")
+        return self
 
 
 class DatasetPage(BaseModel):
@@ -186,13 +194,22 @@ class ExportOut(BaseModel):
     dataset_id: uuid.UUID
     version: int
     format: str
-    url: str
+    url: str = Field(description="the training file's download URL, through the API")
     sha256: str
-    validation_url: str | None
+    validation_url: str | None = Field(description="the validation file's download URL; null: no validation split")
     validation_sha256: str | None
-    manifest_url: str
+    manifest_url: str = Field(description="the manifest's download URL")
+    sources_url: str = Field(default="", description="sources.jsonl's download URL: each example's pair and feedback")
     counts: dict[str, int]
     masked: dict[str, int]
     content_version: int
     created_by: str | None
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _download_urls(self):
+        """Download URLs through the API, never where the files lie in the object store (file://, s3://)."""
+        links = export_links(self.dataset_id, self.version, validation=self.validation_url is not None)
+        self.url, self.validation_url = links["url"], links["validation_url"]
+        self.manifest_url, self.sources_url = links["manifest_url"], links["sources_url"]
+        return self

@@ -17,6 +17,7 @@ from services.registry import domain, repository
 from services.registry.models import ModelVersion
 from shared.consumer import Delivery
 from shared.db import UnitOfWork
+from shared.downloads import export_links, in_store, stored_url
 from shared.errors import Conflict, DomainError, Invalid
 from shared.events import (
     DeploymentRefused,
@@ -119,10 +120,26 @@ class Registration:
     description: str | None = None
 
 
+def _serving_given(serving: dict[str, Any]) -> dict[str, Any]:
+    """`serving` as given over HTTP, checked; a local adapter named as answers name it (`store:<key>`) is
+    stored as its storage URL, which the services use. A file:// URL must lie in the object store."""
+    adapter = serving.get("adapter_url") if serving.get("kind") == "local" else None
+    if isinstance(adapter, str):
+        try:
+            url = stored_url(adapter)
+        except ValueError as exc:
+            raise Invalid("serving.adapter_url", f"serving.adapter_url: {exc}") from None
+        if url.startswith("file:") and not in_store(url):
+            raise Invalid("serving.adapter_url",
+                          "serving.adapter_url must name an object of the object store (store:<key>) or s3://...")
+        serving = {**serving, "adapter_url": url}
+    return domain.check_serving(serving)
+
+
 async def register_by_hand(uow: UnitOfWork, organization: str, request: Registration, *, actor: str,
                            correlation_id: str | None) -> ModelVersion:
     """A version registered over HTTP, e.g. the model serving production today."""
-    serving = domain.check_serving(request.serving)
+    serving = _serving_given(request.serving)
     _no_evaluation_by_hand(request.performance_metrics)
     wanted = domain.parse_version(request.version) if request.version else None
     version = await _new_version(uow, organization, request.name, request.base_model, wanted)
@@ -172,7 +189,7 @@ async def update(uow: UnitOfWork, organization: str, model_version_id: uuid.UUID
         row.version, row.major, row.minor, row.patch = str(wanted), wanted.major, wanted.minor, wanted.patch
         repository.record(uow.session, row, "patch", row.status, row.status, actor, previous=old)
     if changes.serving is not None:
-        row.serving = domain.check_serving(changes.serving)
+        row.serving = _serving_given(changes.serving)
     if changes.deployment_config is not None:
         row.deployment_config = changes.deployment_config
     if changes.performance_metrics is not None:
@@ -380,9 +397,11 @@ async def lineage(session, organization: str, model_version_id: uuid.UUID, *, li
     if not export:
         return result
     url = sources_url(export)
-    result["dataset"] = {**{k: export.get(k) for k in ("dataset_id", "name", "export_version", "format", "sha256",
-                                                       "counts", "url", "validation_url", "manifest_url")},
-                         "sources_url": url}
+    result["dataset"] = {k: export.get(k) for k in ("dataset_id", "name", "export_version", "format", "sha256",
+                                                    "counts")}
+    if export.get("dataset_id") is not None and export.get("export_version") is not None:  # the API's download URLs
+        result["dataset"].update(export_links(export["dataset_id"], export["export_version"],
+                                              validation=bool(export.get("validation_url"))))
     if url is None:
         return result
     try:

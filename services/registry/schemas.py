@@ -4,13 +4,16 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.downloads import public_ref, public_refs
 
 SERVING = (
     'how to call the version: {"kind": "openai", "model": "ft:gpt-4o-mini:..."} | '
     '{"kind": "openai_compatible", "base_url": "http(s)://...", "model": "...", "api_key_env": "ENV_VAR_NAME"} | '
     '{"kind": "bedrock", "model_arn": "arn:aws:bedrock:..."} | '
-    '{"kind": "local", "base_model": "...", "adapter_url": "file://... or s3://..."}'
+    '{"kind": "local", "base_model": "...", "adapter_url": "store:<key> (an object of the object store, as '
+    'answers name it; file://... inside the store is taken too) or s3://..."}'
 )
 Name = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
 
@@ -74,6 +77,17 @@ class ModelOut(BaseModel):
     updated_at: datetime
     deployed_at: datetime | None
 
+    # A local adapter is named `store:<key>`, never by where it lies on the server (shared/downloads.py).
+    @field_validator("model_id")
+    @classmethod
+    def _stored_object(cls, value):
+        return public_ref(value)
+
+    @field_validator("serving", "performance_metrics", "deployment_config")
+    @classmethod
+    def _no_server_paths(cls, value):
+        return public_refs(value)
+
 
 class ModelPage(BaseModel):
     items: list[ModelOut]
@@ -97,6 +111,11 @@ class HistoryOut(BaseModel):
     forced: bool
     details: dict[str, Any]
 
+    @field_validator("details")
+    @classmethod
+    def _no_server_paths(cls, value):
+        return public_refs(value)
+
 
 class PolicyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -118,7 +137,12 @@ class PolicyOut(PolicyBody):
 class LineageOut(BaseModel):
     model_version: dict[str, Any]
     job: dict[str, Any] | None
-    dataset: dict[str, Any] | None
+    dataset: dict[str, Any] | None = Field(description="the export trained on; its files by their API download URLs")
+
+    @field_validator("model_version", "job", "dataset")
+    @classmethod
+    def _no_server_paths(cls, value):
+        return public_refs(value)
     pairs: list[dict[str, Any]] = Field(description="the exported examples (preference pairs) with their feedback ids")
     feedback_ids: list[str]
     next_cursor: str | None

@@ -5,7 +5,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.downloads import public_export_ref, public_ref, public_refs
 
 Method = Literal["sft", "dpo"]
 
@@ -80,6 +82,23 @@ class JobOut(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
 
+    # Where files lie on the server is not the client's to see: the export by its API download URLs, a
+    # local run's adapter as `store:<key>` (shared/downloads.py).
+    @field_validator("export_ref")
+    @classmethod
+    def _export_downloads(cls, value):
+        return public_export_ref(value)
+
+    @field_validator("resulting_model_id")
+    @classmethod
+    def _stored_object(cls, value):
+        return public_ref(value)
+
+    @field_validator("training_metrics", "evaluation")
+    @classmethod
+    def _no_server_paths(cls, value):
+        return public_refs(value)
+
 
 class JobDetail(JobOut):
     loss_curve: list[dict[str, float]] = Field(description="[{step, loss}] in step order")
@@ -98,6 +117,11 @@ class JobEventOut(BaseModel):
     message: str
     data: dict[str, Any]
     created_at: datetime
+
+    @field_validator("data")
+    @classmethod
+    def _no_server_paths(cls, value):
+        return public_refs(value)
 
 
 class BudgetSet(BaseModel):

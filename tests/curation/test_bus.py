@@ -104,8 +104,10 @@ async def test_through_the_gateway_feedback_to_exported_event(
     payloads = [envelope_of(r)["payload"] for r in records]
     assert [p["format"] for p in payloads] == [e["format"] for e in exports]
     last = payloads[-1]
-    assert (last["dataset_id"], last["export_version"], last["sha256"], last["url"]) == (
-        ds["id"], 7, exports[-1]["sha256"], exports[-1]["url"])
+    assert (last["dataset_id"], last["export_version"], last["sha256"]) == (ds["id"], 7, exports[-1]["sha256"])
+    # the event tells the services where the file lies; the answer gave the client its download URL
+    assert last["url"].endswith(f"/datasets/{org}/{ds['id']}/v7/train.jsonl") and last["url"].startswith("file://")
+    assert exports[-1]["url"] == f"/api/training-datasets/{ds['id']}/exports/7/files/train"
     assert last["counts"]["total"] == 36 and last["auto_train"]["method"] == "dpo"
     assert records[0].key == ds["id"].encode()
 

@@ -70,8 +70,16 @@ async def export(api, h, ds, fmt, **extra):
     return r.json()
 
 
-def local_bytes(store, url) -> bytes:
-    with store.open(url) as f:
+async def fetched(api, h, url) -> bytes:
+    """A file of an export, downloaded as a client does: through the API URL the answer gave."""
+    assert url.startswith("/api/training-datasets/"), url  # never where the store keeps it (file://, s3://)
+    r = await api.get(url, headers=h)
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+def stored_bytes(store, key) -> bytes:
+    with store.path(key).open("rb") as f:
         return f.read()
 
 
@@ -113,7 +121,7 @@ async def test_openai_files_match_openais_schemas(api, make_key, org, feed, stor
     ds = await exportable(api, h, feed, org)
     for fmt in ("openai_sft", "openai_dpo"):
         out = await export(api, h, ds, fmt)
-        lines = jsonl(local_bytes(store, out["url"])) + jsonl(local_bytes(store, out["validation_url"]))
+        lines = jsonl(await fetched(api, h, out["url"])) + jsonl(await fetched(api, h, out["validation_url"]))
         assert len(lines) == 42 == out["counts"]["total"]
         for line in lines:
             errors = [e.message for e in openai_validators[fmt].iter_errors(line)]
@@ -138,12 +146,12 @@ async def test_sources_name_each_exported_example_and_its_feedback(api, make_key
     assert len(provenance) == 42 and sum(1 for ids in provenance.values() if ids) == 2
     for fmt in ("openai_dpo", "jsonl"):  # a format that exports only the texts, and one that exports every field
         out = await export(api, h, ds, fmt)
-        entries = jsonl(local_bytes(store, out["manifest_url"].rsplit("/", 1)[0] + "/sources.jsonl"))
+        entries = jsonl(await fetched(api, h, out["sources_url"]))
         assert sorted(e["id"] for e in entries) == sorted(provenance)
         for e in entries:
             assert sorted(e["feedback_ids"]) == provenance[e["id"]], (fmt, e)
         for split, url in (("train", out["url"]), ("validation", out["validation_url"])):
-            lines = jsonl(local_bytes(store, url))
+            lines = jsonl(await fetched(api, h, url))
             described = [e for e in entries if e["split"] == split]
             assert len(described) == len(lines) == out["counts"][split]
             prompts = [line["prompt"] if fmt == "jsonl" else line["input"]["messages"][-1]["content"]
@@ -160,7 +168,7 @@ async def test_trl_file_loads_with_datasets_for_dpo(api, make_key, org, feed, st
     ds = await exportable(api, h, feed, org)
     out = await export(api, h, ds, "trl_dpo")
     path = tmp_path / "train.jsonl"
-    path.write_bytes(local_bytes(store, out["url"]))
+    path.write_bytes(await fetched(api, h, out["url"]))
     loaded = load_dataset("json", data_files=str(path), split="train")
     assert loaded.column_names == ["prompt", "chosen", "rejected"]
     assert len(loaded) == out["counts"]["train"]
@@ -172,7 +180,7 @@ async def test_bedrock_file_follows_claude_rules(api, make_key, org, feed, store
     h = await make_key(org)
     ds = await exportable(api, h, feed, org)
     out = await export(api, h, ds, "bedrock_claude")
-    lines = jsonl(local_bytes(store, out["url"]))
+    lines = jsonl(await fetched(api, h, out["url"]))
     assert 32 <= len(lines) <= 10_000
     for line in lines:
         assert set(line) <= {"system", "messages"} and isinstance(line["system"], str)
@@ -188,18 +196,19 @@ async def test_bedrock_file_follows_claude_rules(api, make_key, org, feed, store
 async def test_anthropic_jsonl_and_parquet_shapes(api, make_key, org, feed, store):
     h = await make_key(org)
     ds = await exportable(api, h, feed, org)
-    anthropic = jsonl(local_bytes(store, (await export(api, h, ds, "anthropic"))["url"]))
+    anthropic = jsonl(await fetched(api, h, (await export(api, h, ds, "anthropic"))["url"]))
     for line in anthropic:
         assert set(line) == {"input", "output"}
         assert line["input"].startswith("Human: ") and line["input"].endswith("\n\nAssistant:")
         assert line["output"].startswith(" ") and line["output"].strip()
-    generic = jsonl(local_bytes(store, (await export(api, h, ds, "jsonl"))["url"]))
+    generic = jsonl(await fetched(api, h, (await export(api, h, ds, "jsonl"))["url"]))
     from_feedback = [g for g in generic if g["strategy"] == "correction"]
     assert from_feedback and all(len(g["source_feedback_ids"]) == 1 for g in from_feedback)
     assert {"id", "prompt", "chosen", "rejected", "preference_strength", "context_documents"} <= set(generic[0])
     out = await export(api, h, ds, "parquet")
-    assert out["url"].endswith("train.parquet")
-    table = pq.read_table(io.BytesIO(local_bytes(store, out["url"])))
+    download = await api.get(out["url"], headers=h)
+    assert download.headers["content-disposition"] == 'attachment; filename="train.parquet"'
+    table = pq.read_table(io.BytesIO(download.content))
     assert table.column_names[:3] == ["prompt", "chosen", "rejected"]
     assert table.num_rows == out["counts"]["train"]
 
@@ -220,8 +229,8 @@ async def test_pii_planted_in_feedback_never_leaves(api, make_key, org, feed, st
     manifest = json.loads((store.root / f"datasets/{org}/{ds['id']}/v1/manifest.json").read_text())
     assert manifest["masked"]["EMAIL"] == 2 and manifest["masking"]["EMAIL"]["distinct"] == 1
     assert {"PHONE", "CREDIT_CARD", "IP_ADDRESS", "SECRET", "PERSON"} <= set(manifest["masked"])
-    lines = jsonl(local_bytes(store, manifest["files"]["train"]["url"]) +
-                  (local_bytes(store, manifest["files"]["validation"]["url"]) if "validation" in manifest["files"]
+    lines = jsonl(stored_bytes(store, manifest["files"]["train"]["key"]) +
+                  (stored_bytes(store, manifest["files"]["validation"]["key"]) if "validation" in manifest["files"]
                    else b""))
     text = json.dumps(lines)
     assert text.count("<EMAIL_1>") == 2  # the same address, the same placeholder, in two examples
@@ -234,16 +243,39 @@ async def test_reexport_is_byte_identical_and_versions_are_immutable(api, make_k
     second = await export(api, h, ds, "openai_dpo")
     assert (first["version"], second["version"]) == (1, 2)
     assert first["sha256"] == second["sha256"]
-    assert local_bytes(store, first["url"]) == local_bytes(store, second["url"])
-    assert hashlib.sha256(local_bytes(store, first["url"])).hexdigest() == first["sha256"]
-    manifest = json.loads(local_bytes(store, second["manifest_url"]))
+    assert await fetched(api, h, first["url"]) == await fetched(api, h, second["url"])
+    assert hashlib.sha256(await fetched(api, h, first["url"])).hexdigest() == first["sha256"]
+    manifest = json.loads(await fetched(api, h, second["manifest_url"]))
     assert manifest["export_version"] == 2 and manifest["counts"]["total"] == 42
     got = (await api.get(f"/api/training-datasets/{ds['id']}", headers=h)).json()
     assert (got["status"], got["export_version"], got["export_url"]) == ("exported", 2, second["url"])
     other_split = await export(api, h, ds, "openai_dpo", split_seed=7)
     assert other_split["sha256"] != first["sha256"] or other_split["counts"] != first["counts"]
     download = await api.get(f"/api/training-datasets/{ds['id']}/exports/1/files/train", headers=h)
-    assert download.status_code == 200 and download.content == local_bytes(store, first["url"])
+    assert download.status_code == 200 and download.content == await fetched(api, h, first["url"])
+
+
+async def test_answers_give_download_urls_never_where_the_store_lies(api, make_key, org, feed, store):
+    """Every answer about an export names its files by API URLs that download them; no answer, and no
+    downloaded manifest, says where the object store lies on the server."""
+    h = await make_key(org)
+    ds = await exportable(api, h, feed, org)
+    out = await export(api, h, ds, "openai_dpo")
+    base = f"/api/training-datasets/{ds['id']}/exports/1/files"
+    assert (out["url"], out["validation_url"], out["manifest_url"], out["sources_url"]) == (
+        f"{base}/train", f"{base}/validation", f"{base}/manifest", f"{base}/sources")
+    listed = (await api.get(f"/api/training-datasets/{ds['id']}/exports", headers=h)).json()
+    got = (await api.get(f"/api/training-datasets/{ds['id']}", headers=h)).json()
+    page = (await api.get("/api/training-datasets", headers=h)).json()
+    assert listed == [out] and got["export_url"] == out["url"]
+    manifest = await fetched(api, h, out["manifest_url"])
+    for answer in (json.dumps(out), json.dumps(listed), json.dumps(got), json.dumps(page), manifest.decode()):
+        assert "file:" not in answer and str(store.root) not in answer, answer
+    assert json.loads(manifest)["files"]["train"]["key"] == f"datasets/{org}/{ds['id']}/v1/train.jsonl"
+    assert await fetched(api, h, out["url"]) == stored_bytes(store, f"datasets/{org}/{ds['id']}/v1/train.jsonl")
+    assert await fetched(api, h, out["sources_url"])
+    no_validation = await export(api, h, ds, "openai_dpo", validation_ratio=0)
+    assert no_validation["validation_url"] is None
 
 
 async def test_a_transfer_slot_is_lent_again_only_once_its_task_is_over():
@@ -294,11 +326,10 @@ async def test_worker_processes_write_the_same_files(api, make_key, org, feed, s
     assert parallel["counts"] == in_process["counts"] and parallel["masked"] == in_process["masked"]
     assert parallel["counts"]["total"] == 42  # the duplicate dropped
     for name in ("url", "validation_url"):
-        assert local_bytes(store, parallel[name]) == local_bytes(store, in_process[name])
-    sources = [local_bytes(store, e["manifest_url"].rsplit("/", 1)[0] + "/sources.jsonl")
-               for e in (in_process, parallel)]
+        assert await fetched(api, h, parallel[name]) == await fetched(api, h, in_process[name])
+    sources = [await fetched(api, h, e["sources_url"]) for e in (in_process, parallel)]
     assert sources[0] == sources[1]
-    text = local_bytes(store, parallel["url"]).decode() + local_bytes(store, parallel["validation_url"]).decode()
+    text = (await fetched(api, h, parallel["url"]) + await fetched(api, h, parallel["validation_url"])).decode()
     for secret in PLANTED:
         assert secret not in text
 
@@ -309,7 +340,7 @@ async def test_worker_processes_write_the_same_files(api, make_key, org, feed, s
     small_slots = await export(api, h, ds, "openai_dpo")
     assert handed and not any(handed)
     for name in ("url", "validation_url"):
-        assert local_bytes(store, small_slots[name]) == local_bytes(store, in_process[name])
+        assert await fetched(api, h, small_slots[name]) == await fetched(api, h, in_process[name])
     export_engine._slots.close()
     monkeypatch.setattr(export_engine, "_slots", None)
 
@@ -319,7 +350,7 @@ async def test_worker_processes_write_the_same_files(api, make_key, org, feed, s
         os.kill(process.pid, signal.SIGKILL)
         process.join(10)
     again = await export(api, h, ds, "openai_dpo")
-    assert local_bytes(store, again["url"]) == local_bytes(store, in_process["url"])
+    assert await fetched(api, h, again["url"]) == await fetched(api, h, in_process["url"])
     assert not {w.pid for w in workers} & set(export_engine._pool._processes)
 
 
@@ -346,7 +377,7 @@ async def test_instruction_tuning_exports_approved_answers(api, make_key, org, f
     r = await api.post(f"/api/training-datasets/{ds['id']}/export", json={"format": "trl_dpo"}, headers=h)
     assert r.status_code == 422 and "trl_dpo" in r.json()["message"]
     out = await export(api, h, ds, "openai_sft", validation_ratio=0)
-    lines = jsonl(local_bytes(store, out["url"]))
+    lines = jsonl(await fetched(api, h, out["url"]))
     answers = {line["messages"][0]["content"]: line["messages"][1]["content"] for line in lines}
     assert answers["Question 0?"] == "Better answer 0." and answers["Question 5?"] == "Answer 5."
     assert "Unreviewed?" not in answers and out["validation_url"] is None
@@ -366,9 +397,12 @@ async def test_export_to_s3_through_moto_server(api, make_key, org, feed):
         h = await make_key(org)
         ds = await exportable(api, h, feed, org)
         out = await export(api, h, ds, "openai_dpo")
-        assert out["url"] == f"s3://rlhf-exports/tenant-a/datasets/{org}/{ds['id']}/v1/train.jsonl"
-        body = client.get_object(Bucket="rlhf-exports", Key=out["url"].split("/", 3)[3])["Body"].read()
+        assert out["url"] == f"/api/training-datasets/{ds['id']}/exports/1/files/train"
+        key = f"tenant-a/datasets/{org}/{ds['id']}/v1/train.jsonl"
+        body = client.get_object(Bucket="rlhf-exports", Key=key)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == out["sha256"]
+        assert await fetched(api, h, out["url"]) == body  # streamed from S3 through the API
+        assert "s3://" not in json.dumps(out)
         keys = {o["Key"].rsplit("/", 1)[1] for o in client.list_objects_v2(Bucket="rlhf-exports")["Contents"]}
         assert keys == {"train.jsonl", "validation.jsonl", "manifest.json", "sources.jsonl"}
     finally:

@@ -53,7 +53,7 @@ def completed_job(*, model_name: str | None = "support-bot", base_model: str = "
     job_id = job_id or uuid.uuid4()
     model = {"openai": "ft:gpt-4o-mini-2024-07-18:acme::abc123",
              "bedrock": "arn:aws:bedrock:us-east-1:123456789012:custom-model/x"}.get(
-        provider, f"file:///objects/adapters/{job_id}/")
+        provider, default_store().url(f"adapters/{job_id}") + "/")
     return JobCompleted(
         job_id=job_id, dataset_id=export.dataset_id if export else None, provider=provider, base_model=base_model,
         resulting_model_id=model, final_metrics={"train_loss": 0.5}, actual_cost=1.25,

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from services.registry import handlers
+from shared.downloads import public_ref
 from shared.events import DeploymentRequested, ExportRef
 from shared.objectstore import default_store
 from tests.registry.conftest import GOOD_EVALUATION, completed_job, deliver
@@ -50,7 +51,9 @@ async def test_a_completed_job_is_registered_once_in_testing(api, registry_db, m
     assert (version["name"], version["version"], version["status"]) == ("support-bot", "1.0.0", "testing")
     assert version["fine_tuning_job_id"] == str(job.job_id)
     assert version["performance_metrics"]["evaluation"] == GOOD_EVALUATION
-    assert version["serving"] == {"kind": "local", "base_model": "tiny-llama", "adapter_url": job.resulting_model_id}
+    adapter = f"store:adapters/{job.job_id}/"  # the event's file:// URL, as answers name it
+    assert version["serving"] == {"kind": "local", "base_model": "tiny-llama", "adapter_url": adapter}
+    assert version["model_id"] == adapter
     assert [t for t, _ in await outbox(registry_db, org)] == ["ModelRegistered"]
 
 
@@ -115,7 +118,10 @@ async def test_deploy_and_rollback_keep_one_deployed_version_with_the_history(ap
     assert [t for t, _ in events] == ["ModelRegistered", "ModelRegistered", "ModelDeployed", "ModelDeployed",
                                       "ModelRolledBack"]
     deployed = events[3][1]
-    assert deployed["serving"] == v2["serving"] and deployed["previous_version"] == "1.0.0"
+    internal = deployed["serving"]["adapter_url"]  # the event carries the storage URL, the answer its store name
+    assert {**deployed["serving"], "adapter_url": public_ref(internal)} == v2["serving"]
+    assert internal.startswith("file:")
+    assert deployed["previous_version"] == "1.0.0"
     assert deployed["source_experiment_id"] == "exp-7"
     assert events[4][1]["model_version_id"] == v1["id"] and events[4][1]["rolled_back_from_version"] == "1.1.0"
 
@@ -269,6 +275,32 @@ async def test_manual_registration_serving_kinds_and_paging(api, make_key, org):
     assert len(rest["items"]) == 1 and rest["next_cursor"] is None
     seen = [v["version"] for v in first["items"] + rest["items"]]
     assert seen == ["1.3.0", "1.2.0", "1.1.0", "1.0.0"]
+
+
+async def test_answers_name_local_adapters_in_the_store_never_by_server_path(api, registry_db, make_key, org):
+    """A local version's adapter is `store:<key>` in every answer (the events keep its storage URL); that
+    name is taken back as input, and a file:// path outside the object store is refused."""
+    job = completed_job()
+    await deliver(registry_db, org, job)
+    curator = await make_key(org, "curator")
+    [version] = await versions(api, curator)
+    adapter = f"store:adapters/{job.job_id}/"
+    answers = [version, (await api.get(f"/api/models/{version['id']}", headers=curator)).json(),
+               (await api.get(f"/api/models/{version['id']}/history", headers=curator)).json(),
+               (await api.get(f"/api/models/{version['id']}/lineage", headers=curator)).json()]
+    for answer in answers:
+        assert "file:" not in json.dumps(answer) and str(default_store().root) not in json.dumps(answer), answer
+    again = await register(api, curator, name="by-hand", model_id=adapter,
+                           serving={"kind": "local", "base_model": "tiny-llama", "adapter_url": adapter})
+    assert again["serving"]["adapter_url"] == again["model_id"] == adapter
+    [(_, registered)] = [e for e in await outbox(registry_db, org, "ModelRegistered")
+                         if e[1]["model_version_id"] == again["id"]]
+    assert registered["serving"]["adapter_url"] == job.resulting_model_id  # the services get the storage URL
+    for outside in ("file:///etc/", "store:../../etc/"):
+        refused = await api.post("/api/models", headers=curator, json={
+            "name": "outside", "model_id": "x", "base_model": "tiny-llama",
+            "serving": {"kind": "local", "base_model": "tiny-llama", "adapter_url": outside}})
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "serving.adapter_url", outside
 
 
 async def test_deployment_requested_by_event_is_checked_and_a_refusal_says_why(api, registry_db, make_key, org):

@@ -5,6 +5,7 @@ ModelRolledBack on the bus, and the lineage of each version reaching its feedbac
 
 import pytest
 
+from shared.downloads import public_ref
 from shared.events import ModelDeployed, ModelRolledBack
 from tests.support import envelope_of, eventually, of_org
 
@@ -96,7 +97,9 @@ async def test_feedback_to_deployed_versions_with_rollback_history_and_lineage(
     assert sorted(kinds) == sorted([(ModelDeployed.topic(), "1.0.0"), (ModelDeployed.topic(), "1.1.0"),
                                     (ModelRolledBack.topic(), "1.0.0")])
     rolled = next(envelope_of(r)["payload"] for r in records if r.topic == ModelRolledBack.topic())
-    assert rolled["serving"]["kind"] == "local" and rolled["serving"]["adapter_url"] == v1["model_id"]
+    # the event carries the adapter's storage URL; answers name it in the store (no server path)
+    assert rolled["serving"]["kind"] == "local" and public_ref(rolled["serving"]["adapter_url"]) == v1["model_id"]
+    assert v1["model_id"].startswith("store:adapters/") and v1["serving"]["adapter_url"] == v1["model_id"]
 
     for version, export in ((v1, export1), (v2, export2)):
         lineage = (await gateway.get(f"/api/models/{version['id']}/lineage", headers=admin,
@@ -105,5 +108,6 @@ async def test_feedback_to_deployed_versions_with_rollback_history_and_lineage(
         assert lineage["dataset"]["dataset_id"] == dataset["id"]
         assert lineage["dataset"]["export_version"] == export["version"]
         assert lineage["dataset"]["sha256"] == export["sha256"] and lineage["dataset"]["format"] == "trl_dpo"
+        assert (lineage["dataset"]["url"], lineage["dataset"]["sources_url"]) == (export["url"], export["sources_url"])
         assert len(lineage["pairs"]) == lineage["dataset"]["counts"]["total"] == 16
         assert sorted(lineage["feedback_ids"]) == sorted(feedback_ids)

@@ -1,11 +1,16 @@
 """The fine-tuning API in-process on the real database: launches checked before anything is
 sent (4xx naming the problem), estimates, budgets, scoping to the caller's organization."""
 
+import json
 import uuid
 
 import pytest
+from sqlalchemy import update
 
+from services.training import repository
+from services.training.models import FineTuningJob
 from services.training.settings import TrainingSettings, get_training_settings
+from shared.objectstore import default_store
 from tests.training.conftest import export_dataset, record_export, sft_rows
 
 # Most launches here name OpenAI, whose settings point at the contract-checked fake: without the
@@ -170,3 +175,27 @@ async def test_an_export_version_beyond_the_column_answers_422_naming_it(api, tr
         assert response.json()["errors"][0]["field"] == "export_version", response.text
     response = await api.post(route, json=launch(event, export_version=2**31 - 1), headers=key)
     assert response.status_code == 404, response.text  # no such version: not a server error
+
+
+async def test_answers_name_files_by_api_urls_and_store_keys_never_by_server_path(api, training_db, make_key, org):
+    """The export a job trains on is named by the API's download URLs; a local run's adapter by its key in the
+    object store — in the job, its list and its events — never by where the store lies on the server."""
+    event = export_dataset(org, "openai_sft", rows=sft_rows(), validation=sft_rows(4))
+    await record_export(training_db, org, event)
+    key = await make_key(org, "curator")
+    job = (await api.post("/api/fine-tuning/jobs", json=launch(event), headers=key)).json()
+    base = f"/api/training-datasets/{event.dataset_id}/exports/1/files"
+    assert (job["export_ref"]["url"], job["export_ref"]["validation_url"], job["export_ref"]["manifest_url"]) == (
+        f"{base}/train", f"{base}/validation", f"{base}/manifest")
+    adapter = default_store().url(f"adapters/{org}/{job['id']}") + "/"  # as a local run's worker records it
+    async with training_db.unit_of_work() as uow:
+        await uow.session.execute(update(FineTuningJob).where(FineTuningJob.id == uuid.UUID(job["id"]))
+                                  .values(resulting_model_id=adapter))
+        repository.add_event(uow.session, uuid.UUID(job["id"]), "completed", "done", adapter_url=adapter)
+    answers = [(await api.get(f"/api/fine-tuning/jobs/{job['id']}", headers=key)).json(),
+               (await api.get("/api/fine-tuning/jobs", headers=key)).json(),
+               (await api.get(f"/api/fine-tuning/jobs/{job['id']}/events", headers=key)).json()]
+    assert answers[0]["resulting_model_id"] == f"store:adapters/{org}/{job['id']}/"
+    assert answers[2][-1]["data"]["adapter_url"] == f"store:adapters/{org}/{job['id']}/"
+    for answer in (job, *answers):
+        assert "file:" not in json.dumps(answer) and str(default_store().root) not in json.dumps(answer), answer

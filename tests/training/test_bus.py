@@ -4,13 +4,14 @@ rlhf.job.completed.v1, the loss curve over HTTP through the gateway; cancel; bud
 
 import csv
 import io
-from pathlib import Path
+import json
 
 import boto3
 import psutil
 import pytest
 
 from shared.events import JobCompleted, JobFailed
+from shared.objectstore import default_store
 from tests.support import envelope_of, eventually, of_org
 from tests.training.conftest import export_dataset
 
@@ -106,8 +107,12 @@ async def test_local_trl_dpo_auto_train_to_job_completed(stack, gateway, kafka, 
     assert [p["step"] for p in job["loss_curve"]] == list(range(1, 9))  # 16 pairs / 4 per batch x 2 epochs
     assert job["loss_curve"][-1]["loss"] < job["loss_curve"][0]["loss"]
     assert "rewards/margins" in job["metrics_history"][-1]["metrics"]
-    adapter = Path(job["resulting_model_id"].removeprefix("file://"))
+    ref = job["resulting_model_id"]  # named in the store, not by where the store lies on the server
+    assert ref.startswith("store:adapters/") and ref.endswith("/")
+    assert envelope["payload"]["resulting_model_id"].startswith("file://")  # the services get the storage URL
+    adapter = default_store().path(ref.removeprefix("store:"))
     assert (adapter / "adapter_config.json").exists()
+    assert "file:" not in json.dumps(job)
 
 
 async def test_local_sft_on_chat_lines(stack, gateway, kafka, make_key, org, tiny_model):
