@@ -138,6 +138,13 @@ def build_app(spec: ServiceSpec, db: Database, settings: Settings) -> FastAPI:
     return app
 
 
+async def _consume(broker: KafkaBroker) -> None:
+    """The consumers' task: starts them (a failure ends the process, as any role's does), then waits
+    to be cancelled at shutdown."""
+    await broker.start()
+    await asyncio.Event().wait()
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self):
@@ -156,16 +163,12 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    broker = producer = relay = server = None
+    broker = producer = relay = server = consuming = None
     tasks: list[asyncio.Task] = []
     background: list[asyncio.Task] = []
     try:
         if {"consumer", "relay"} & roles:
             await ensure_topics(settings.require_kafka(), spec.topics)
-        if "consumer" in roles:
-            broker = KafkaBroker(settings.require_kafka(), enable_idempotence=False, logger=None)
-            spec.register_consumers(db, broker, settings)
-            await broker.start()
         if "relay" in roles:
             producer = make_producer(settings.require_kafka())
             await producer.start()
@@ -190,6 +193,13 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
             )
             server = _Server(config)
             tasks.append(asyncio.create_task(server.serve()))
+        if "consumer" in roles:
+            # Last, and not awaited by the API: joining the consumer group takes seconds (on Tansu ~5 s),
+            # and the routes need not wait for it. Events wait in Kafka meanwhile.
+            broker = KafkaBroker(settings.require_kafka(), enable_idempotence=False, logger=None)
+            spec.register_consumers(db, broker, settings)
+            consuming = asyncio.create_task(_consume(broker))
+            tasks.append(consuming)
         log.info("service started", roles=sorted(roles))
         done = asyncio.create_task(stop.wait())
         finished, _ = await asyncio.wait([done, *tasks, *background], return_when=asyncio.FIRST_COMPLETED)
@@ -204,6 +214,8 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
             relay.stop()
         for task in background:
             task.cancel()
+        if consuming:
+            consuming.cancel()
         await asyncio.gather(*tasks, *background, return_exceptions=True)
         if broker:
             await broker.stop()
