@@ -249,7 +249,10 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def validation_failed(request: Request, exc: RequestValidationError):
-        return error(422, "validation_error", "request is invalid", errors=field_errors(exc.errors()))
+        errors = field_errors(exc.errors())
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        first = f"{errors[0]['field']}: {errors[0]['message']}{more}" if errors else "request is invalid"
+        return error(422, "validation_error", first, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

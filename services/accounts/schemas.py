@@ -7,11 +7,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.accounts import domain
 
+RoleName = Literal["viewer", "curator", "admin"]
+
 
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["viewer", "curator", "admin"]
+    role: RoleName
     name: str | None = Field(default=None, max_length=domain.MAX_NAME)
     expires_at: datetime | None = None
     # Optional: when given it must be the caller's own (keys are made for one's own organization).
@@ -34,7 +36,7 @@ class KeyRotate(BaseModel):
 class KeyOut(BaseModel):
     key_id: str
     organization: str
-    role: str
+    role: RoleName
     name: str | None
     status: domain.KeyStatus
     created_at: datetime

@@ -147,7 +147,7 @@ class PairOut(BaseModel):
     annotator_email: str | None
     annotation_notes: str | None
     source_feedback_ids: list[uuid.UUID]
-    strategy: str
+    strategy: Strategy | Literal["manual"]
     created_at: datetime
     updated_at: datetime
 
@@ -193,7 +193,7 @@ class ExportOut(BaseModel):
 
     dataset_id: uuid.UUID
     version: int
-    format: str
+    format: Format
     url: str = Field(description="the training file's download URL, through the API")
     sha256: str
     validation_url: str | None = Field(description="the validation file's download URL; null: no validation split")

@@ -21,6 +21,7 @@ from services.experiments.schemas import (
     ExtendBody,
     FullDeployBody,
     ReasonBody,
+    Winner,
 )
 from shared.http import DB, Admin, CorrelationId, Curator, ServiceRoute, Viewer
 from shared.paging import created_cursor, decode_cursor, page_of
@@ -68,7 +69,7 @@ async def list_experiments(
     database: DB,
     status: str | None = Query(default=None, pattern="^(" + "|".join(domain.STATUSES) + ")$"),
     model_name: str | None = Query(default=None, max_length=200),
-    winner: str | None = Query(default=None, pattern="^(control|treatment|inconclusive)$"),
+    winner: Winner | None = None,
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=200),
 ):

@@ -6,9 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.experiments.domain import BUILTIN_METRICS, LATENCY_QUANTILE_GUARDRAILS
+from services.experiments.domain import BUILTIN_METRICS, LATENCY_QUANTILE_GUARDRAILS, STATUSES, VARIANTS
 
 METRICS = ", ".join(BUILTIN_METRICS)
+Status = Literal[STATUSES]
+Variant = Literal[VARIANTS]
+Winner = Literal[(*VARIANTS, "inconclusive")]
 LATENCY_GUARDRAILS = ", ".join(LATENCY_QUANTILE_GUARDRAILS)
 
 
@@ -82,7 +85,7 @@ class AssignBody(BaseModel):
 class AssignOut(BaseModel):
     experiment_id: uuid.UUID
     unit: str
-    variant: str
+    variant: Variant
     model_version_id: uuid.UUID
 
 
@@ -96,7 +99,7 @@ class ExperimentOut(BaseModel):
     control_model_id: uuid.UUID
     treatment_model_id: uuid.UUID
     traffic_split: float
-    status: str
+    status: Status
     status_reason: str | None
     start_date: datetime | None
     end_date: datetime | None
@@ -105,7 +108,7 @@ class ExperimentOut(BaseModel):
     min_sample_size: int
     sequential: bool
     results: dict[str, Any] | None = Field(description="stored at the end; live in GET /api/experiments/{id}")
-    winner: str | None
+    winner: Winner | None
     deploy_requested_at: datetime | None
     created_by: str
     created_at: datetime

@@ -2,6 +2,7 @@
 a handler, shape the answer. Domain errors are mapped once, by shared.http.create_app."""
 
 import uuid
+from typing import Literal
 
 from fastapi import APIRouter, Query
 
@@ -17,6 +18,7 @@ from services.registry.schemas import (
     PolicyBody,
     PolicyOut,
     ReasonBody,
+    Status,
 )
 from shared.http import DB, Admin, CorrelationId, Curator, ServiceRoute, Viewer
 from shared.paging import InvalidCursor, created_cursor, decode_cursor, page_of
@@ -57,7 +59,7 @@ async def list_models(
     principal: Viewer,
     database: DB,
     name: str | None = Query(default=None, max_length=200),
-    status: str | None = Query(default=None, pattern="^(" + "|".join(domain.STATUSES) + ")$"),
+    status: Status | None = None,
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=200),
 ):
@@ -113,7 +115,7 @@ async def archive(model_version_id: uuid.UUID, principal: Curator, database: DB,
 
 @router.get("/{model_version_id}/history", response_model=list[HistoryOut])
 async def history(model_version_id: uuid.UUID, principal: Viewer, database: DB,
-                  scope: str = Query(default="version", pattern="^(version|name)$"),
+                  scope: Literal["version", "name"] = "version",
                   limit: int = Query(default=500, ge=1, le=5000)):
     """Every status change of the version (scope=version) or of every version of its name (scope=name)."""
     async with database.read() as session:

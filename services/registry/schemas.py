@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.registry.domain import STATUSES
 from shared.downloads import public_ref, public_refs
 
 SERVING = (
@@ -15,6 +16,7 @@ SERVING = (
     '{"kind": "local", "base_model": "...", "adapter_url": "store:<key> (an object of the object store, as '
     'answers name it; file://... inside the store is taken too) or s3://..."}'
 )
+Status = Literal[STATUSES]
 Name = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
 
 
@@ -67,7 +69,7 @@ class ModelOut(BaseModel):
     model_id: str
     base_model: str
     fine_tuning_job_id: uuid.UUID | None
-    status: str
+    status: Status
     performance_metrics: dict[str, Any]
     deployment_config: dict[str, Any]
     serving: dict[str, Any]
@@ -102,8 +104,8 @@ class HistoryOut(BaseModel):
     name: str
     version: str
     action: str
-    from_status: str | None = Field(serialization_alias="from")
-    to_status: str = Field(serialization_alias="to")
+    from_status: Status | None = Field(serialization_alias="from")
+    to_status: Status = Field(serialization_alias="to")
     actor: str = Field(serialization_alias="who")
     at: datetime = Field(serialization_alias="when")
     reason: str | None

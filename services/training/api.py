@@ -17,6 +17,7 @@ from services.training.schemas import (
     JobEventOut,
     JobOut,
     JobPage,
+    Status,
 )
 from services.training.settings import TrainingSettings, get_training_settings
 from shared.http import DB, Admin, CorrelationId, Curator, ServiceRoute, Viewer
@@ -61,7 +62,7 @@ async def launch(body: JobCreate, principal: Curator, database: DB, settings: Co
 async def list_jobs(
     principal: Viewer,
     database: DB,
-    status: str | None = Query(default=None, pattern="^(" + "|".join(domain.STATUSES) + ")$"),
+    status: Status | None = None,
     provider: str | None = Query(default=None, max_length=50),
     dataset_id: uuid.UUID | None = None,
     limit: int = Query(default=50, ge=1, le=500),

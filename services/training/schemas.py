@@ -7,9 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.training.domain import STATUSES
 from shared.downloads import public_export_ref, public_ref, public_refs
 
 Method = Literal["sft", "dpo"]
+Status = Literal[STATUSES]
 
 
 class JobCreate(BaseModel):
@@ -58,13 +60,13 @@ class JobOut(BaseModel):
     dataset_format: str
     provider: str
     base_model: str
-    method: str
+    method: Method
     hyperparameters: dict[str, Any]
     suffix: str | None
     model_name: str | None
     export_ref: dict[str, Any] = Field(description="the export trained on, as DatasetExported described it")
     evaluation: dict[str, Any] | None = Field(description="on the export's validation split, once completed")
-    status: str
+    status: Status
     job_id: str | None = Field(description="the provider's id for the job")
     provider_status: str | None
     training_metrics: dict[str, Any]
