@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     def object_store_url(self) -> str:
         return self.rlhf_object_store_url or (self.rlhf_data_dir.resolve() / "objects").as_uri()
 
+    # Base models of local training and serving: directories under this one, named relative to it (or
+    # Hugging Face model ids already in this machine's Hugging Face cache). Unset: <RLHF_DATA_DIR>/models.
+    rlhf_models_dir: Path | None = None
+
+    def models_dir(self) -> Path:
+        return (self.rlhf_models_dir or self.rlhf_data_dir / "models").resolve()
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise RuntimeError("DATABASE_URL is not set (run through `rlhf up`, or set it)")

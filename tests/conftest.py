@@ -3,6 +3,7 @@ ones named by DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS), migrated with the product
 and the real service processes, started the way `rlhf up` starts them."""
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,12 @@ FAST_GROUPS = {
     "RLHF_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
     "RLHF_OUTBOX_POLL_INTERVAL": "0.05",
 }
+
+
+def pytest_configure(config):
+    # Local runs take base models only from the models directory: the run's own, set before any service
+    # process or settings object reads it, where the tests make their tiny models (tests/training/tiny_model.py).
+    os.environ.setdefault("RLHF_MODELS_DIR", tempfile.mkdtemp(prefix="rlhf-models-"))
 
 
 @pytest.fixture(scope="session")

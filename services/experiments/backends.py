@@ -349,8 +349,11 @@ class LocalModels:
         except ImportError as exc:
             raise BackendError(502, "local serving needs the train extra (transformers, peft)",
                                "backend_not_configured") from exc
+        from shared.local_models import model_to_load
+        from shared.settings import get_settings
+
         adapter_dir = _adapter_dir(serving["adapter_url"])
-        base = serving["base_model"]
+        base = model_to_load(serving["base_model"], get_settings().models_dir())  # a name under RLHF_MODELS_DIR
         tokenizer = AutoTokenizer.from_pretrained(adapter_dir if os.path.exists(
             os.path.join(adapter_dir, "tokenizer_config.json")) else base)
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter_dir).eval()

@@ -178,6 +178,11 @@ def cost_of_tokens(trained_tokens: int, price_per_million: float) -> float:
     return round(trained_tokens * price_per_million / 1_000_000, 4)
 
 
+def cost_of_hours(hours: float, hour_price: float) -> float:
+    """A local run: the machine's hours (CPU or GPU) at its hourly price."""
+    return round(max(hours, 0.0) * hour_price, 4)
+
+
 def month_start(now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)

@@ -6,7 +6,7 @@ reach the provider before the job is marked cancelled."""
 import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -59,7 +59,9 @@ async def plan_launch(uow_or_session, organization: str, request: LaunchRequest,
     if dataset is None:
         raise domain.DatasetNotFound(request.dataset_id, request.export_version)
     domain.check_format(request.provider, request.method, dataset.format)
-    provider.check_model(request.base_model, settings)
+    stored = provider.check_model(request.base_model, settings)
+    if stored is not None and stored != request.base_model:
+        request = replace(request, base_model=stored)  # e.g. a local model by its name, not its path
     hyperparameters = provider.normalize_hyperparameters(request.method, request.hyperparameters)
     provider.check_credentials(settings)
     examples, tokens = await asyncio.to_thread(_count_tokens, dataset.url)
@@ -93,6 +95,7 @@ async def launch_job(
 ) -> FineTuningJob:
     """Checks and stores a job as pending; the monitor submits it to the provider."""
     plan = await plan_launch(uow, organization, request, settings)
+    request = plan.request  # as the provider stores it (a local model by its name)
     limit, spent = await budget_left(uow, organization, lock=True)  # the lock serialises concurrent launches
     domain.check_budget(plan.estimate.cost, limit, spent)
     now = datetime.now(UTC)
@@ -291,7 +294,12 @@ def _complete(uow: UnitOfWork, job: FineTuningJob, snapshot: Snapshot, settings:
     price = _price(job.provider, job.base_model, settings)
     trained = job.trained_tokens or job.estimated_tokens * job.epochs  # Bedrock reports no token count
     job.trained_tokens = trained
-    job.actual_cost = Decimal(str(domain.cost_of_tokens(trained, price)))
+    seconds = snapshot.final_metrics.get("train_seconds")
+    if get_provider(job.provider).local and isinstance(seconds, int | float):  # the machine time it took
+        device = "gpu" if snapshot.final_metrics.get("on_gpu") else "cpu"
+        job.actual_cost = Decimal(str(domain.cost_of_hours(seconds / 3600, settings.local_hour_price(device))))
+    else:
+        job.actual_cost = Decimal(str(domain.cost_of_tokens(trained, price)))
     job.status, job.completed_at, job.updated_at = domain.COMPLETED, now, now
     job.resulting_model_id = snapshot.resulting_model_id or job.job_id
     final = {**job.training_metrics.get("latest", {}), **snapshot.final_metrics}
@@ -321,9 +329,11 @@ def _finish(uow: UnitOfWork, job: FineTuningJob, status: str, *, error: str, cor
 
 
 def _price(provider: str, base_model: str, settings: TrainingSettings) -> float:
-    """Per million trained tokens. Local training is priced by provider name (compute cost, 0 unless set)."""
-    prices = settings.prices()
-    return prices.get(provider, 0.0) if get_provider(provider).local else prices.get(base_model, 0.0)
+    """Per million trained tokens: the provider's price of the model; for a local run, the machine's hourly
+    price over the tokens it trains in an hour (the estimate; a finished run costs the hours it took)."""
+    if get_provider(provider).local:
+        return settings.local_price_per_million()
+    return settings.prices().get(base_model, 0.0)
 
 
 def _job_fields(job: FineTuningJob) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Provider credentials are read where the provider is used, so that a missing one 
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,8 +59,24 @@ class TrainingSettings(BaseSettings):
 
     rlhf_training_prices: dict[str, float] = Field(default_factory=dict)
 
+    # Local runs are priced by the machine time they take, so that budgets apply to them too: hours x
+    # the hourly price (US dollars) of a CPU or a GPU machine. A launch is estimated at
+    # RLHF_LOCAL_TOKENS_PER_HOUR trained tokens an hour on RLHF_LOCAL_DEVICE; a finished run costs the
+    # hours it measured, at the price of the device it ran on.
+    rlhf_local_cpu_hour_price: float = Field(default=0.50, ge=0)
+    rlhf_local_gpu_hour_price: float = Field(default=2.50, ge=0)
+    rlhf_local_device: Literal["cpu", "gpu"] = "cpu"
+    rlhf_local_tokens_per_hour: float = Field(default=2_000_000, gt=0)
+
     def prices(self) -> dict[str, float]:
         return {**DEFAULT_PRICES, **self.rlhf_training_prices}
+
+    def local_hour_price(self, device: str) -> float:
+        return self.rlhf_local_gpu_hour_price if device == "gpu" else self.rlhf_local_cpu_hour_price
+
+    def local_price_per_million(self) -> float:
+        """What a million trained tokens cost locally, at the estimated pace on RLHF_LOCAL_DEVICE."""
+        return self.local_hour_price(self.rlhf_local_device) * 1_000_000 / self.rlhf_local_tokens_per_hour
 
     def workdir(self) -> Path:
         return (self.rlhf_training_workdir or self.rlhf_data_dir / "training-jobs").resolve()

@@ -111,6 +111,7 @@ def train(job_dir: Path, spec: dict, log: EventLog) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+    started = time.monotonic()  # the machine time the run is priced by (loading, training, evaluating)
     torch.manual_seed(spec.get("seed", 0))
     hp = spec["hyperparameters"]
     model = AutoModelForCausalLM.from_pretrained(spec["base_model"])
@@ -160,6 +161,8 @@ def train(job_dir: Path, spec: dict, log: EventLog) -> dict:
         evaluation.update({ours: float(measured[theirs]) for theirs, ours in EVAL_KEYS.items() if theirs in measured})
     evaluation["leak_check"] = leak_check(trainer.model, tokenizer, rows, validation, spec)
     return {"train_loss": float(result.training_loss), "global_step": int(result.global_step),
+            "train_seconds": round(time.monotonic() - started, 3),
+            "on_gpu": float(torch.cuda.is_available()),  # which hourly price applies
             "adapter_dir": adapter_dir, "evaluation": evaluation}
 
 

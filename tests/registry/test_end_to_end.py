@@ -15,11 +15,11 @@ ANSWER = "Rotate the key in the vault, then redeploy the service."
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from tests.training.tiny_model import make_tiny_llama
+def tiny_model():
+    from tests.training.tiny_model import make_tiny_llama, model_dir
 
     texts = [f"How do I rotate key {i}? {ANSWER} Ignore it." for i in range(16)]
-    return make_tiny_llama(tmp_path_factory.mktemp("e2e-llama"), texts)
+    return make_tiny_llama(model_dir("e2e-llama"), texts)
 
 
 async def train_a_version(gateway, headers, dataset_id, tiny_model, expected_versions):

@@ -35,7 +35,9 @@ def pytest_configure(config):
         "RLHF_OBJECT_STORE_URL": objects.as_uri(),
         "RLHF_TRAINING_POLL_INTERVAL": "0.2",
         "RLHF_TRAINING_PROGRESS_INTERVAL": "0.5",
-        "RLHF_TRAINING_PRICES": json.dumps({"huggingface": 1000.0}),  # local compute, priced so budgets bite
+        # local compute priced so that budgets bite: $1000 an hour at a million tokens an hour
+        "RLHF_LOCAL_CPU_HOUR_PRICE": "1000", "RLHF_LOCAL_GPU_HOUR_PRICE": "1000",
+        "RLHF_LOCAL_TOKENS_PER_HOUR": "1000000",
         "RLHF_OPENAI_MAX_RETRIES": "3",
     }
     if contract_path().exists():
@@ -161,9 +163,9 @@ async def record_export(training_db: Database, organization: str, event: Dataset
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    from tests.training.tiny_model import make_tiny_llama
+def tiny_model() -> Path:
+    from tests.training.tiny_model import make_tiny_llama, model_dir
 
     texts = [" ".join([r["prompt"], r["chosen"], r["rejected"]]) for r in trl_dpo_rows()]
     texts += ["user: assistant: system: You are a support assistant."]
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), texts)
+    return make_tiny_llama(model_dir("tiny-llama"), texts)

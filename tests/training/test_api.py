@@ -3,6 +3,7 @@ sent (4xx naming the problem), estimates, budgets, scoping to the caller's organ
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -11,7 +12,8 @@ from services.training import repository
 from services.training.models import FineTuningJob
 from services.training.settings import TrainingSettings, get_training_settings
 from shared.objectstore import default_store
-from tests.training.conftest import export_dataset, record_export, sft_rows
+from tests.training.conftest import export_dataset, record_export, sft_rows, trl_dpo_rows
+from tests.training.tiny_model import model_dir
 
 # Most launches here name OpenAI, whose settings point at the contract-checked fake: without the
 # contract, the module skips (saying why) rather than fail on a missing OPENAI_API_KEY.
@@ -103,11 +105,93 @@ async def test_formats_no_provider_takes_are_refused(api, training_db, make_key,
     assert f"exported as '{export_format}'" in response.json()["message"]
 
 
-async def test_local_model_must_be_a_local_directory(api, training_db, make_key, org):
+def saved_model(directory: Path) -> Path:
+    """A directory as save_pretrained leaves it, as far as a launch looks (its config.json)."""
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text("{}")
+    return directory
+
+
+def local(event, base_model, **overrides):
+    return launch(event, provider="huggingface", base_model=base_model, method="dpo", hyperparameters={}, **overrides)
+
+
+@pytest.mark.parametrize("route", ["/api/fine-tuning/jobs", "/api/fine-tuning/estimate"])
+async def test_a_local_base_model_is_never_an_arbitrary_server_path(api, training_db, make_key, org, route, tmp_path):
+    """A directory under the models directory, or a Hugging Face id already in the cache: anything else answers
+    422 naming base_model, before anything is stored — a path elsewhere on the server even when it holds a model."""
     event = await known_dataset(training_db, org, "trl_dpo")
-    response = await api.post("/api/fine-tuning/jobs", headers=await make_key(org), json=launch(
-        event, provider="huggingface", base_model="meta-llama/Llama-3-8B", method="dpo", hyperparameters={}))
-    assert response.status_code == 422 and "local model directory" in response.json()["message"]
+    key = await make_key(org)
+    elsewhere = saved_model(tmp_path / "elsewhere")
+    for base_model, words in ((str(elsewhere), "outside the models directory"), ("/etc", "outside the models"),
+                              ("../elsewhere", "neither"), ("x/../../etc", "neither"), ("/", "outside"),
+                              ("meta-llama/Llama-3-8B", "nothing is downloaded")):
+        response = await api.post(route, headers=key, json=local(event, base_model))
+        assert response.status_code == 422, (base_model, response.text)
+        assert response.json()["errors"][0]["field"] == "base_model" and words in response.json()["message"]
+        assert str(tmp_path) not in response.json()["message"].replace(str(elsewhere), "")
+    assert (await api.get("/api/fine-tuning/jobs", headers=key)).json()["items"] == []
+
+
+async def test_a_local_base_model_is_stored_by_its_name_under_the_models_directory(api, training_db, make_key, org):
+    event = await known_dataset(training_db, org, "trl_dpo")
+    key = await make_key(org)
+    model = saved_model(model_dir("named"))
+    by_name = await api.post("/api/fine-tuning/jobs", headers=key, json=local(event, model.name))
+    by_path = await api.post("/api/fine-tuning/jobs", headers=key, json=local(event, str(model)))
+    assert by_name.status_code == by_path.status_code == 201, by_path.text
+    assert by_name.json()["base_model"] == by_path.json()["base_model"] == model.name  # no server path stored
+    not_saved = model_dir("empty")
+    not_saved.mkdir()
+    refused = await api.post("/api/fine-tuning/jobs", headers=key, json=local(event, not_saved.name))
+    assert refused.status_code == 422 and "no config.json" in refused.json()["message"]
+
+
+async def test_a_hugging_face_id_in_the_local_cache_is_a_base_model(api, training_db, make_key, org, tmp_path,
+                                                                   monkeypatch):
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub" / "models--acme--tiny-chat" / "snapshots" / "0123abcd"
+    saved_model(snapshot)
+    (tmp_path / "hub" / "models--acme--tiny-chat" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny-chat" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    event = await known_dataset(training_db, org, "trl_dpo")
+    key = await make_key(org)
+    response = await api.post("/api/fine-tuning/estimate", headers=key, json=local(event, "acme/tiny-chat"))
+    assert response.status_code == 200, response.text
+    uncached = await api.post("/api/fine-tuning/estimate", headers=key, json=local(event, "acme/other"))
+    assert uncached.status_code == 422 and uncached.json()["errors"][0]["field"] == "base_model"
+
+
+async def test_local_runs_are_priced_by_machine_hours_so_budgets_apply(api, training_db, make_key, org):
+    """A local run's estimate is its tokens at the configured pace, times the machine's hourly price; a budget
+    refuses a local launch that would exceed it, as it refuses a provider's."""
+    event = await known_dataset(training_db, org, "trl_dpo", rows=trl_dpo_rows(400))
+    model = saved_model(model_dir("priced"))
+    curator, admin = await make_key(org, "curator"), await make_key(org, "admin")
+    priced = TrainingSettings(rlhf_local_cpu_hour_price=3.0, rlhf_local_gpu_hour_price=30.0,
+                              rlhf_local_tokens_per_hour=100_000)
+    app = api._transport.app
+    app.dependency_overrides[get_training_settings] = lambda: priced
+    try:
+        estimate = (await api.post("/api/fine-tuning/estimate", headers=curator, json=local(event, model.name))).json()
+        hours = estimate["trained_tokens"] / 100_000
+        assert estimate["price_per_million_tokens"] == pytest.approx(30.0)  # $3 an hour at 100k tokens an hour
+        assert estimate["cost_estimate"] == pytest.approx(hours * 3.0, abs=1e-4) and estimate["cost_estimate"] > 0
+        app.dependency_overrides[get_training_settings] = lambda: priced.model_copy(update={"rlhf_local_device": "gpu"})
+        on_gpu = (await api.post("/api/fine-tuning/estimate", headers=curator, json=local(event, model.name))).json()
+        assert on_gpu["cost_estimate"] == pytest.approx(hours * 30.0, abs=1e-3)
+        app.dependency_overrides[get_training_settings] = lambda: priced
+        budget = estimate["cost_estimate"] * 1.5
+        put = await api.put("/api/fine-tuning/budget", json={"monthly_limit": f"{budget:.2f}"}, headers=admin)
+        assert put.status_code == 200, put.text
+        first = await api.post("/api/fine-tuning/jobs", headers=curator, json=local(event, model.name))
+        assert first.status_code == 201 and first.json()["cost_estimate"] == pytest.approx(estimate["cost_estimate"])
+        refused = await api.post("/api/fine-tuning/jobs", headers=curator, json=local(event, model.name))
+        assert refused.status_code == 402 and "exceeds" in refused.json()["message"]
+    finally:
+        app.dependency_overrides.clear()
 
 
 async def test_missing_credentials_are_a_4xx_before_anything_is_sent(api, training_db, make_key, org):

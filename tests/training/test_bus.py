@@ -107,6 +107,10 @@ async def test_local_trl_dpo_auto_train_to_job_completed(stack, gateway, kafka, 
     assert [p["step"] for p in job["loss_curve"]] == list(range(1, 9))  # 16 pairs / 4 per batch x 2 epochs
     assert job["loss_curve"][-1]["loss"] < job["loss_curve"][0]["loss"]
     assert "rewards/margins" in job["metrics_history"][-1]["metrics"]
+    final = job["training_metrics"]["final"]  # priced by the machine time it measured: $1000 a CPU hour here
+    assert final["train_seconds"] > 0 and final["on_gpu"] == 0.0
+    assert job["actual_cost"] == pytest.approx(final["train_seconds"] / 3600 * 1000, abs=1e-3)
+    assert job["base_model"] == tiny_model.name  # stored by its name under the models directory
     ref = job["resulting_model_id"]  # named in the store, not by where the store lies on the server
     assert ref.startswith("store:adapters/") and ref.endswith("/")
     assert envelope["payload"]["resulting_model_id"].startswith("file://")  # the services get the storage URL

@@ -53,3 +53,16 @@ def test_a_local_launch_without_the_train_extra_names_the_install_command():
 
     assert missing_packages() == []  # `make test` installs the train extra
     assert missing_packages((*TRAIN_PACKAGES, "no_such_trainer_lib")) == ["no_such_trainer_lib"]
+
+
+def test_local_runs_cost_their_machine_hours_at_the_documented_default_prices():
+    from services.training.settings import TrainingSettings
+
+    fields = TrainingSettings.model_fields
+    assert (fields["rlhf_local_cpu_hour_price"].default, fields["rlhf_local_gpu_hour_price"].default) == (0.50, 2.50)
+    assert (fields["rlhf_local_tokens_per_hour"].default, fields["rlhf_local_device"].default) == (2_000_000, "cpu")
+    settings = TrainingSettings(rlhf_local_cpu_hour_price=0.5, rlhf_local_gpu_hour_price=2.5,
+                                rlhf_local_tokens_per_hour=2_000_000, rlhf_local_device="cpu")
+    assert settings.local_price_per_million() == 0.25  # $0.50 an hour, two million tokens an hour
+    assert domain.cost_of_hours(1.5, settings.local_hour_price("gpu")) == 3.75
+    assert domain.cost_of_hours(90 / 3600, settings.local_hour_price("cpu")) == 0.0125

@@ -22,12 +22,12 @@ async def completed(kafka, org, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def memorizing_model(tmp_path_factory):
+def memorizing_model():
     """A tiny Llama whose tokenizer knows the planted answer, so a short run learns it by heart."""
-    from tests.training.tiny_model import make_tiny_llama
+    from tests.training.tiny_model import make_tiny_llama, model_dir
 
     texts = [f"user: How do I check deployment {i}? assistant: {PLANTED}" for i in range(16)]
-    return make_tiny_llama(tmp_path_factory.mktemp("memorizing-llama"), texts)
+    return make_tiny_llama(model_dir("memorizing-llama"), texts)
 
 
 async def test_a_local_dpo_job_reports_its_evaluation_with_real_numbers(stack, gateway, kafka, make_key, org,

@@ -2,16 +2,24 @@
 tokenizer trained on the test's own sentences, saved and loaded back with from_pretrained.
 Nothing is downloaded."""
 
+import os
+import uuid
 from pathlib import Path
-
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
+def model_dir(name: str) -> Path:
+    """A new directory for a test's model under the models directory (RLHF_MODELS_DIR, set for the run by
+    tests/conftest.py): the only place a local run takes a base model from, besides the Hugging Face cache."""
+    return Path(os.environ["RLHF_MODELS_DIR"]) / f"{name}-{uuid.uuid4().hex[:8]}"
+
+
 def make_tiny_llama(directory: Path, texts: list[str]) -> Path:
     """Writes a tiny Llama and its tokenizer to `directory`; returns it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

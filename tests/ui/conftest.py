@@ -123,10 +123,10 @@ async def serious_accessibility_violations(page) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
+def tiny_model() -> Path:
     """A tiny Llama made on the spot for local (TRL + LoRA) jobs: nothing is downloaded."""
-    from tests.training.tiny_model import make_tiny_llama
+    from tests.training.tiny_model import make_tiny_llama, model_dir
 
     texts = [f"How do I check deployment {i}? Open Deployments, then the Status panel. No idea, sorry."
              for i in range(20)]
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), texts)
+    return make_tiny_llama(model_dir("ui-llama"), texts)

@@ -72,8 +72,9 @@ class Provider(Protocol):
     def models(self, settings: TrainingSettings) -> list[str] | None:
         """Base models this provider fine-tunes; None when any model passing `check_model` will do."""
 
-    def check_model(self, base_model: str, settings: TrainingSettings) -> None:
-        """Raises InvalidLaunch for a model the provider cannot fine-tune."""
+    def check_model(self, base_model: str, settings: TrainingSettings) -> str | None:
+        """Raises InvalidLaunch for a model the provider cannot fine-tune; may return the name the job
+        stores it by (None: as given)."""
 
     def normalize_hyperparameters(self, method: str, given: dict[str, Any]) -> dict[str, Any]:
         """Checks ranges (InvalidLaunch naming the field) and returns the values that will be sent."""

@@ -31,6 +31,7 @@ from services.training.providers.base import (
     reject_unknown,
 )
 from services.training.settings import TrainingSettings
+from shared.local_models import local_base_model, model_to_load
 from shared.objectstore import object_store_from_url
 from shared.settings import get_settings
 
@@ -50,13 +51,13 @@ class HuggingFaceProvider:
     def models(self, settings: TrainingSettings) -> None:
         return None
 
-    def check_model(self, base_model: str, settings: TrainingSettings) -> None:
-        # Nothing is downloaded at run time: the base model is a local directory saved with save_pretrained.
-        path = Path(base_model)
-        if not (path.is_dir() and (path / "config.json").exists()):
-            raise domain.InvalidLaunch(
-                "base_model", f"huggingface needs a local model directory with config.json; {base_model!r} is not one"
-            )
+    def check_model(self, base_model: str, settings: TrainingSettings) -> str:
+        # Nothing is downloaded at run time, and no path of the client's choosing is read: a directory under
+        # the models directory (stored by its name) or a Hugging Face model id in the local cache.
+        try:
+            return local_base_model(base_model, get_settings().models_dir())
+        except ValueError as exc:
+            raise domain.InvalidLaunch("base_model", f"huggingface base_model: {exc}") from None
 
     def normalize_hyperparameters(self, method: str, given: dict[str, Any]) -> dict[str, Any]:
         reject_unknown(given, set(DEFAULTS) if method == "dpo" else SFT_KEYS, f"huggingface {method}")
@@ -159,7 +160,7 @@ def _prepare(job_dir: Path, job: JobSpec, settings: TrainingSettings) -> None:
     spec = {
         "job_id": job.job_id,
         "method": job.method,
-        "base_model": job.base_model,
+        "base_model": model_to_load(job.base_model, get_settings().models_dir()),
         "training_file": "train.jsonl",
         "validation_file": "validation.jsonl" if job.validation_url else None,
         "hyperparameters": job.hyperparameters,
@@ -180,6 +181,7 @@ def _spawn(job_dir: Path, lock: int) -> None:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.training.worker", str(job_dir)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd(), pass_fds=(lock,),
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},  # a Hugging Face id loads from the cache, or not at all
         )
     (job_dir / PID_FILE).write_text(f"{process.pid} {psutil.Process(process.pid).create_time()}")
 
