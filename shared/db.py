@@ -1,6 +1,8 @@
 """PostgreSQL access: one async engine per process, one schema per service, one unit of work per effect."""
 
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import MetaData
@@ -12,7 +14,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from shared.events import Event
-from shared.outbox import OutboxMessage, OutboxWriter, encode
+from shared.outbox import OutboxMessage, OutboxWriter, encode, encode_fields
 
 
 def async_url(url: str) -> str:
@@ -85,6 +87,19 @@ class UnitOfWork:
         self._pending.append(
             encode(event, organization=organization, producer=self._outbox.producer, correlation_id=correlation_id)
         )
+
+    def emit_fields(
+        self,
+        event_type: type[Event],
+        fields: Mapping[str, Any],
+        *,
+        organization: str,
+        correlation_id: str | None = None,
+    ) -> None:
+        """`emit` for an event given as its fields, which another model validated already (a per-item
+        hot path): no model built and validated again; the consumers validate what they receive."""
+        self._pending.append(encode_fields(event_type, fields, organization=organization,
+                                           producer=self._outbox.producer, correlation_id=correlation_id))
 
 
 class Database:

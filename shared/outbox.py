@@ -15,7 +15,7 @@ import asyncio
 import random
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -91,17 +91,33 @@ def encode(
     correlation_id = correlation_id or str(event_id)
     envelope = event.to_wire(event_id=event_id, organization=organization, producer=producer,
                              correlation_id=correlation_id)
-    return OutboxMessage(
-        event_id, event.topic(), partition_key(event, organization), event.type_name, organization,
-        correlation_id, envelope,
-    )
+    key = partition_key(lambda field: getattr(event, field, None), organization)
+    return OutboxMessage(event_id, event.topic(), key, event.type_name, organization, correlation_id, envelope)
 
 
-def partition_key(event: Event, organization: str) -> str:
+def encode_fields(
+    event_type: type[Event],
+    fields: Mapping[str, Any],
+    *,
+    organization: str,
+    producer: str,
+    correlation_id: str | None = None,
+) -> OutboxMessage:
+    """`encode` for an event given as its fields, already validated (Event.fields_to_wire)."""
+    event_id = uuid.uuid4()
+    correlation_id = correlation_id or str(event_id)
+    envelope = event_type.fields_to_wire(fields, event_id=event_id, organization=organization, producer=producer,
+                                         correlation_id=correlation_id)
+    key = partition_key(fields.get, organization)
+    return OutboxMessage(event_id, event_type.topic(), key, event_type.type_name, organization, correlation_id,
+                         envelope)
+
+
+def partition_key(field_of: Callable[[str], Any], organization: str) -> str:
     """Events about one entity stay in order: key by the first of PARTITION_KEY_FIELDS the payload
     has and fills; events that name none of them (e.g. budget changes) are keyed by organization."""
     for field in PARTITION_KEY_FIELDS:
-        value = getattr(event, field, None)
+        value = field_of(field)
         if value:
             return str(value)
     return organization

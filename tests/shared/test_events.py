@@ -123,3 +123,23 @@ def test_registry_topics():
     assert ModelRolledBack.topic() == "rlhf.model.rolled.back.v1"
     assert DeploymentRequested.topic() == "rlhf.deployment.requested.v1"
     assert DeploymentRefused.topic() == "rlhf.deployment.refused.v1"
+
+
+def test_an_event_from_its_fields_travels_as_the_model_would():
+    from datetime import UTC, datetime
+
+    from shared.outbox import encode, encode_fields
+
+    fields = dict(query="q", response="r", feedback_type="rating", feedback_value={"rating": 4, "x": [1, {"y": None}]},
+                  tags=["a", "b"], session_id="s", latency_ms=12, feedback_id=uuid.uuid4(),
+                  created_at=datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=UTC), source="bus")
+    model = FeedbackReceived(**fields)
+    from_fields = encode_fields(FeedbackReceived, fields, organization="acme", producer="p", correlation_id="c")
+    from_model = encode(model, organization="acme", producer="p", correlation_id="c")
+    assert (from_fields.topic, from_fields.key, from_fields.event_type) == (from_model.topic, from_model.key,
+                                                                            from_model.event_type)
+    assert from_fields.key == str(fields["feedback_id"])
+    decoded = [decode_payload(Envelope.model_validate_json(m.envelope)) for m in (from_fields, from_model)]
+    assert decoded[0] == decoded[1] == model
+    envelope = Envelope.model_validate_json(from_fields.envelope)
+    assert (envelope.event_id, envelope.organization, envelope.correlation_id) == (from_fields.event_id, "acme", "c")
