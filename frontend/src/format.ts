@@ -16,3 +16,19 @@ export function ago(iso: string): string {
   if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
   return when(iso);
 }
+const percentFormat = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
+const signedPercent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1, signDisplay: "exceptZero" });
+
+/** 0.123 → "12.3%"; with `signed`, "+12.3%". */
+export const percent = (x: number | null | undefined, signed = false) =>
+  x == null || !Number.isFinite(x) ? "—" : (signed ? signedPercent : percentFormat).format(x);
+
+/** A number with a few significant digits (metric values, differences). */
+export function num(x: number | null | undefined, digits = 3, signed = false): string {
+  if (x == null || !Number.isFinite(x)) return "—";
+  const text = Math.abs(x) >= 1000 ? Math.round(x).toLocaleString() : Number(x.toPrecision(digits)).toString();
+  return signed && x > 0 ? `+${text}` : text;
+}
+
+/** A p-value as people read it: "< 0.001", "0.042". */
+export const pValue = (p: number | null | undefined) => (p == null ? "—" : p < 0.001 ? "< 0.001" : p.toFixed(3));

@@ -53,3 +53,24 @@ export function useDebounced<T>(value: T, ms: number): T {
   }, [value, ms]);
   return settled;
 }
+
+/** A parameter of the hash route (#/panel?name=value): follows the address, and sets it. */
+export function useHashParam(name: string): [string | null, (value: string | null) => void] {
+  const read = () => new URLSearchParams(window.location.hash.split("?")[1] ?? "").get(name);
+  const [value, setValue] = useState<string | null>(read());
+  useEffect(() => {
+    const onHash = () => setValue(read());
+    window.addEventListener("hashchange", onHash);
+    return () => window.removeEventListener("hashchange", onHash);
+  }, [name]);
+  const set = (next: string | null) => {
+    const [path, query] = window.location.hash.split("?");
+    const params = new URLSearchParams(query ?? "");
+    if (next == null) params.delete(name);
+    else params.set(name, next);
+    const rest = params.toString();
+    window.history.replaceState(null, "", `${path || "#/"}${rest ? `?${rest}` : ""}`);
+    setValue(next);
+  };
+  return [value, set];
+}

@@ -163,11 +163,17 @@ async def create_pair(body: PairCreate, principal: Curator, database: DB):
         return await handlers.create_pair(uow, principal.organization, domain.CreatePair(**body.model_dump()))
 
 
-@pairs.post("/bulk", status_code=201, response_model=BulkResult)
-async def bulk_create_pairs(body: BulkCreate, principal: Curator, database: DB):
+@pairs.post("/bulk", status_code=201, response_model=BulkResult,
+            responses={200: {"model": BulkResult, "description": "dry_run: what each strategy would add"}})
+async def bulk_create_pairs(body: BulkCreate, principal: Curator, database: DB, response: Response):
+    command = domain.PairFeedback(**body.model_dump(exclude={"dry_run"}))
+    if body.dry_run:
+        async with database.read() as session:
+            counts, sample_count = await handlers.preview_bulk_pairs(session, principal.organization, command)
+        response.status_code = 200
+        return BulkResult(dataset_id=body.dataset_id, created=counts, sample_count=sample_count, dry_run=True)
     async with database.unit_of_work() as uow:
-        created, sample_count = await handlers.bulk_create_pairs(uow, principal.organization,
-                                                                 domain.PairFeedback(**body.model_dump()))
+        created, sample_count = await handlers.bulk_create_pairs(uow, principal.organization, command)
     return BulkResult(dataset_id=body.dataset_id, created=created, sample_count=sample_count)
 
 

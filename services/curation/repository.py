@@ -296,6 +296,31 @@ async def create_pairs_by_strategy(
     return (await session.execute(text(sql), params)).scalar_one()
 
 
+async def count_new_pairs_by_strategy(
+    session: AsyncSession,
+    organization: str,
+    dataset_id: uuid.UUID,
+    strategy: str,
+    scope: FeedbackScope,
+    *,
+    cap: int,
+    min_rating_gap: float,
+    rating_span: float,
+) -> int:
+    """How many pairs create_pairs_by_strategy would add now: the same candidates, less those the
+    dataset already holds (the same source key), and nothing written."""
+    await session.execute(text("SET LOCAL enable_nestloop = off"))
+    eligible, params = _eligible_cte(scope)
+    sql = f"""WITH {eligible}, candidates AS ({_CANDIDATES[strategy]})
+        SELECT count(DISTINCT c.sources) FROM candidates c
+        WHERE NOT EXISTS (SELECT 1 FROM "{SCHEMA}".preference_pairs p
+                          WHERE p.dataset_id = :dataset_id
+                            AND p.source_key = :strategy || ':' || array_to_string(c.sources, ':'))"""
+    params.update(org=organization, dataset_id=dataset_id, strategy=strategy, cap=cap, gap=min_rating_gap,
+                  span=rating_span)
+    return (await session.execute(text(sql), params)).scalar_one()
+
+
 # ---------------------------------------------------------------------------------------------
 # The feedback projection
 

@@ -170,12 +170,15 @@ class BulkCreate(Request):
     max_pairs_per_query: int = Field(default=10, ge=1, le=1000)
     min_rating_gap: float = Field(default=1, gt=0, le=4)
     annotator_email: str | None = Field(default=None, max_length=320)
+    dry_run: bool = Field(default=False, description="count the pairs each strategy would add now; write nothing "
+                                                      "(answered 200)")
 
 
 class BulkResult(BaseModel):
     dataset_id: uuid.UUID
-    created: dict[str, int]
+    created: dict[str, int] = Field(description="new pairs per strategy (with dry_run: the pairs it would add)")
     sample_count: int
+    dry_run: bool = False
 
 
 class ValidateRequest(Request):

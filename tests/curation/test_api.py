@@ -145,6 +145,47 @@ async def test_bulk_pairs_by_each_strategy_keep_provenance(api, make_key, org, f
     assert again.json()["created"] == {"correction": 0, "thumbs": 0, "rating": 0}  # idempotent
 
 
+async def test_a_dry_run_counts_the_pairs_each_strategy_would_add_and_writes_nothing(api, make_key, org, feed):
+    received, reviewed = feed
+    h = await make_key(org)
+    fixed = await received(org, "Reset my password?", "Call support.", "correction",
+                           {"correction": "Use Settings > Security > Reset password."})
+    await received(org, "Where are logs?", "In Grafana, under Explore.", "thumbs_up")
+    await received(org, "where are  LOGS", "Somewhere.", "thumbs_down")
+    await received(org, "where are logs", "No idea.", "thumbs_down")
+    await received(org, "Scale a service?", "kubectl scale deploy/x --replicas=3", "rating", {"rating": 5})
+    await received(org, "Scale a service?", "Buy more servers.", "rating", {"rating": 2})
+    await reviewed(org, fixed, "approved")
+    ds = await make_dataset(api, h)
+    body = {"dataset_id": ds["id"], "strategies": ["correction", "thumbs", "rating"]}
+
+    preview = await api.post("/api/preference-pairs/bulk", json={**body, "dry_run": True}, headers=h)
+    assert preview.status_code == 200, preview.text
+    assert preview.json() == {"dataset_id": ds["id"], "created": {"correction": 1, "thumbs": 2, "rating": 1},
+                              "sample_count": 0, "dry_run": True}
+    approved = await api.post("/api/preference-pairs/bulk", json={**body, "dry_run": True, "approved_only": True},
+                              headers=h)
+    assert approved.json()["created"] == {"correction": 1, "thumbs": 0, "rating": 0}
+    capped = await api.post("/api/preference-pairs/bulk", headers=h, json={
+        **body, "dry_run": True, "max_pairs_per_query": 1, "min_rating_gap": 4})
+    assert capped.json()["created"] == {"correction": 1, "thumbs": 1, "rating": 0}
+    assert (await api.get("/api/preference-pairs", params={"dataset_id": ds["id"]}, headers=h)).json()["items"] == []
+    assert (await api.get(f"/api/training-datasets/{ds['id']}", headers=h)).json()["sample_count"] == 0
+
+    mined = await api.post("/api/preference-pairs/bulk", json=body, headers=h)  # exactly what the preview said
+    assert mined.status_code == 201 and mined.json()["created"] == preview.json()["created"]
+    assert mined.json()["dry_run"] is False
+    await received(org, "Reset my password?", "Ask IT.", "correction", {"correction": "Settings > Security."})
+    after = await api.post("/api/preference-pairs/bulk", json={**body, "dry_run": True}, headers=h)
+    assert after.json()["created"] == {"correction": 1, "thumbs": 0, "rating": 0}  # only what is new
+    assert after.json()["sample_count"] == 4
+
+    await api.patch(f"/api/training-datasets/{ds['id']}", json={"status": "archived"}, headers=h)
+    for dry_run in (True, False):  # the same checks as mining
+        refused = await api.post("/api/preference-pairs/bulk", json={**body, "dry_run": dry_run}, headers=h)
+        assert refused.status_code == 409, refused.text
+
+
 async def test_instruction_dataset_counts_approved_members(api, make_key, org, feed):
     received, reviewed = feed
     h = await make_key(org)

@@ -15,6 +15,47 @@ export type JobDetail = Schemas["JobDetail"];
 export type JobEvent = Schemas["JobEventOut"];
 export type Estimate = Schemas["Estimate"];
 export type Budget = Schemas["BudgetOut"];
+export type ModelVersion = Schemas["ModelOut"];
+export type HistoryEntry = Schemas["HistoryOut"];
+export type Lineage = Schemas["LineageOut"];
+export type Experiment = Schemas["ExperimentOut"];
+
+// An experiment's `results` is an open object in the OpenAPI (stored at the end, computed live while
+// it runs): its shape is services/experiments/domain.py's analyse(), written out here.
+export type Variant = "control" | "treatment";
+export interface MetricResult {
+  metric: string;
+  kind: "rate" | "mean" | "rating";
+  test: string;
+  sequential: boolean;
+  higher_is_better: boolean;
+  control: { n: number; mean: number };
+  treatment: { n: number; mean: number };
+  difference: number;
+  ci: [number | null, number | null];
+  lift: number | null;
+  lift_ci: [number | null, number | null] | null;
+  p_value: number;
+  p_value_adjusted?: number;
+  significant?: boolean;
+  min_effect?: number | null;
+}
+export interface GuardrailResult {
+  metric: string;
+  max_degradation: number;
+  difference: number;
+  ci: [number | null, number | null];
+  breached: boolean;
+}
+export interface ExperimentResults {
+  metrics: MetricResult[];
+  guardrails: GuardrailResult[];
+  srm: { units: Record<Variant, number>; expected_shares: [number, number]; chi_square: number; p_value: number; mismatch: boolean };
+  latency_ms?: Record<Variant, { p50: number | null; p95: number | null; p99: number | null }>;
+  recommendation: { winner: Variant | "inconclusive"; action: string; reason: string };
+  sequential: boolean;
+  alpha: number;
+}
 
 const KEY_STORAGE = "rlhf.apiKey";
 
@@ -47,6 +88,7 @@ export class ApiError extends Error {
     readonly code: string,
     message: string,
     readonly fields: { field: string; message: string }[] = [],
+    readonly body: Record<string, unknown> = {}, // the whole error answer (some carry more, e.g. `reasons`)
   ) {
     super(message);
   }
@@ -82,7 +124,7 @@ export async function ok<T>(call: Promise<{ data?: T; error?: unknown; response:
   const { data, error, response } = await call;
   if (response.ok) return data as T;
   const body = (error ?? {}) as { error?: string; message?: string; errors?: { field: string; message: string }[] };
-  throw new ApiError(response.status, body.error ?? "error", body.message ?? response.statusText, body.errors ?? []);
+  throw new ApiError(response.status, body.error ?? "error", body.message ?? response.statusText, body.errors ?? [], body);
 }
 
 /** Downloads a file the API serves only with the key (a plain link cannot send the header). */

@@ -9,10 +9,14 @@ const TONES: Record<string, string> = {
   thumbs_up: "green", thumbs_down: "red", rating: "amber", correction: "violet", detailed: "blue",
   error: "red", warning: "amber", passed: "green",
   viewer: "slate", curator: "blue", admin: "violet",
+  testing: "blue", deployed: "green", deprecated: "amber",
+  running: "blue", paused: "amber", treatment: "violet", control: "slate", inconclusive: "amber",
+  deploy: "green", rollback: "amber", archive: "slate", deprecate: "amber", register: "blue", patch: "slate",
 };
 
-export function Badge({ value, tone }: { value: string; tone?: string }) {
-  return <span class={`badge badge-${tone ?? TONES[value] ?? "slate"}`}>{label(value)}</span>;
+/** A status as a coloured pill; `raw` shows the text as given (a version, a count) rather than as a word. */
+export function Badge({ value, tone, raw }: { value: string; tone?: string; raw?: boolean }) {
+  return <span class={`badge badge-${tone ?? TONES[value] ?? "slate"}${raw ? " badge-raw" : ""}`}>{raw ? value : label(value)}</span>;
 }
 
 export function Card(props: { title?: ComponentChildren; actions?: ComponentChildren; children: ComponentChildren; class?: string }) {

@@ -8,10 +8,10 @@ import { useDebounced, usePoll } from "../hooks";
 import { useSession } from "../session";
 
 type Strategy = "correction" | "thumbs" | "rating";
-const STRATEGIES: { id: Strategy; title: string; explains: string; sources: string[] }[] = [
-  { id: "correction", title: "Corrections", explains: "the curator's correction is chosen over the model's answer", sources: ["correction"] },
-  { id: "thumbs", title: "Thumbs", explains: "for the same query, a thumbs-up answer is chosen over a thumbs-down one", sources: ["thumbs_up", "thumbs_down"] },
-  { id: "rating", title: "Ratings", explains: "the higher-rated answer to a query is chosen; strength from the gap", sources: ["rating"] },
+const STRATEGIES: { id: Strategy; title: string; explains: string }[] = [
+  { id: "correction", title: "Corrections", explains: "the curator's correction is chosen over the model's answer" },
+  { id: "thumbs", title: "Thumbs", explains: "for the same query, a thumbs-up answer is chosen over a thumbs-down one" },
+  { id: "rating", title: "Ratings", explains: "the higher-rated answer to a query is chosen; strength from the gap" },
 ];
 
 interface Draft {
@@ -118,17 +118,24 @@ function Mining({ dataset, onMined }: { dataset: Dataset; onMined: () => void })
   const [approvedOnly, setApprovedOnly] = useState(true);
   const [busy, setBusy] = useState(false);
   const [result, setResult] = useState<Record<string, number> | null>(null);
-  const stats = usePoll(() => ok(api.GET("/api/feedback/stats", { params: { query: { status: approvedOnly ? "approved" : undefined } } })), 2000, [approvedOnly]);
-  const byType = stats.data?.by_type ?? {};
+  // The exact preview: the same query as mining, as a dry run (nothing written), for every strategy.
+  const preview = usePoll(
+    () => ok(api.POST("/api/preference-pairs/bulk", { body: { dataset_id: dataset.id, strategies: STRATEGIES.map((s) => s.id), approved_only: approvedOnly, dry_run: true } })),
+    5000,
+    [dataset.id, approvedOnly],
+  );
+  const wouldAdd = preview.data?.created ?? {};
+  const total = [...chosen].reduce((sum, s) => sum + (wouldAdd[s] ?? 0), 0);
 
   const mine = async () => {
     setBusy(true);
     try {
       const r = await ok(api.POST("/api/preference-pairs/bulk", { body: { dataset_id: dataset.id, strategies: [...chosen], approved_only: approvedOnly } }));
       setResult(r.created);
-      const total = Object.values(r.created).reduce((a, b) => a + b, 0);
-      notify(`${total} pair${total === 1 ? "" : "s"} mined · dataset has ${count(r.sample_count)}`);
+      const made = Object.values(r.created).reduce((a, b) => a + b, 0);
+      notify(`${made} pair${made === 1 ? "" : "s"} mined · dataset has ${count(r.sample_count)}`);
       onMined();
+      preview.reload();
     } catch (e) {
       notify(e instanceof ApiError ? e.detail : String(e), "error");
     } finally {
@@ -146,27 +153,27 @@ function Mining({ dataset, onMined }: { dataset: Dataset; onMined: () => void })
     <Card title="Mine pairs from feedback" actions={
       <>
         <label class="check"><input type="checkbox" checked={approvedOnly} onChange={() => setApprovedOnly(!approvedOnly)} /> approved feedback only</label>
-        <Button variant="primary" onClick={mine} busy={busy} disabled={!chosen.size}>Mine pairs</Button>
+        <Button variant="primary" onClick={mine} busy={busy} disabled={!chosen.size}>
+          Mine pairs{preview.data ? ` (${count(total)})` : ""}
+        </Button>
       </>
     }>
+      {preview.error && <Alert tone="amber">{preview.error}</Alert>}
       <div class="strategies">
-        {STRATEGIES.map((s) => {
-          const sources = s.sources.map((t) => byType[t] ?? 0);
-          const candidates = s.id === "thumbs" ? Math.min(sources[0], sources[1]) : sources[0];
-          return (
-            <label key={s.id} class={`strategy ${chosen.has(s.id) ? "on" : ""}`}>
-              <input type="checkbox" checked={chosen.has(s.id)} onChange={() => toggle(s.id)} />
-              <div>
-                <div class="strategy-title">{s.title}</div>
-                <div class="muted small">{s.explains}</div>
-                <div class="strategy-count">
-                  <strong>{count(candidates)}</strong> <span class="muted small">{s.id === "thumbs" ? "up/down pairs at most" : "source items"}</span>
-                  {result && result[s.id] != null && <span class="chip chip-green">+{result[s.id]} created</span>}
-                </div>
+        {STRATEGIES.map((s) => (
+          <label key={s.id} class={`strategy ${chosen.has(s.id) ? "on" : ""}`} data-strategy={s.id}>
+            <input type="checkbox" checked={chosen.has(s.id)} onChange={() => toggle(s.id)} />
+            <div>
+              <div class="strategy-title">{s.title}</div>
+              <div class="muted small">{s.explains}</div>
+              <div class="strategy-count">
+                <strong data-testid={`preview-${s.id}`}>{preview.data ? count(wouldAdd[s.id] ?? 0) : "…"}</strong>{" "}
+                <span class="muted small">new pair{wouldAdd[s.id] === 1 ? "" : "s"} now</span>
+                {result && result[s.id] != null && <span class="chip chip-green">+{result[s.id]} created</span>}
               </div>
-            </label>
-          );
-        })}
+            </div>
+          </label>
+        ))}
       </div>
     </Card>
   );
