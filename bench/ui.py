@@ -21,12 +21,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "services" / "gateway" / "static"
 BATCH = 1000
+SERVICES = ("feedback", "curation", "training", "registry", "experiments", "accounts")
 # What "usable" means on each panel: its first rows (or its editor) are on screen.
 PANELS = {
     "feedback": "table tbody tr",
     "datasets": "table tbody tr",
     "pairs": ".pair-row",
     "fine-tuning": "table tbody tr, .empty",  # no jobs here: the (empty) table and the budget
+    "models": ".model-name tbody tr, .empty",  # no versions here: the (empty) registry
+    "experiments": "table tbody tr, .empty",
 }
 
 
@@ -127,7 +130,7 @@ async def run(n: int, runs: int) -> None:
         raise SystemExit("needs Debian's chromium (apt-get install chromium) and the built UI (make ui)")
     data = Path(tempfile.mkdtemp(prefix="rlhf-bench-ui-"))
     stack = Stack(data, kafka_port=free_port(), gateway_port=free_port(),
-                  service_ports={name: free_port() for name in ("feedback", "curation", "training", "registry")},
+                  service_ports={name: free_port() for name in SERVICES},
                   extra_env={"RLHF_GATEWAY_RATE_LIMIT": "0"})
     try:
         stack.start_infrastructure()
