@@ -3,6 +3,7 @@ ones named by DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS), migrated with the product
 and the real service processes, started the way `rlhf up` starts them."""
 
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -29,7 +30,13 @@ FAST_GROUPS = {
 def pytest_configure(config):
     # Local runs take base models only from the models directory: the run's own, set before any service
     # process or settings object reads it, where the tests make their tiny models (tests/training/tiny_model.py).
-    os.environ.setdefault("RLHF_MODELS_DIR", tempfile.mkdtemp(prefix="rlhf-models-"))
+    if not os.environ.get("RLHF_MODELS_DIR"):
+        config._rlhf_models_dir = os.environ["RLHF_MODELS_DIR"] = tempfile.mkdtemp(prefix="rlhf-models-")
+
+
+def pytest_unconfigure(config):
+    if made := getattr(config, "_rlhf_models_dir", None):
+        shutil.rmtree(made, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
