@@ -36,7 +36,8 @@ bench: $(VENV)/.installed-dev
 UI := frontend
 UI_BUILD := services/gateway/static/index.html
 UI_SOURCES := $(shell find $(UI)/src $(UI)/public -type f 2>/dev/null) $(UI)/index.html $(UI)/vite.config.ts $(UI)/tsconfig.json $(UI)/package.json
-API_SOURCES := $(wildcard services/*/api.py services/*/schemas.py services/*/main.py) services/__init__.py services/gateway/openapi.py
+API_SOURCES := $(wildcard services/*/api.py services/*/schemas.py services/*/main.py) services/__init__.py services/gateway/openapi.py \
+	services/experiments/chat.py shared/http.py shared/events.py  # the error shapes every route declares; shared fields
 
 ui: $(UI_BUILD)
 

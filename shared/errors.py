@@ -42,6 +42,15 @@ class DomainError(Exception):
         return body | self.extra
 
 
+class FieldValueError(ValueError):
+    """Raised by a model-wide pydantic validator about one field inside the model, so that the 422
+    names that field (`feedback_value.rating`) rather than the whole body."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field} {message}")
+        self.field = field
+
+
 class NotFound(DomainError):
     """No such thing in the caller's organization (another organization's ids answer the same)."""
 

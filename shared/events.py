@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from shared.errors import FieldValueError
+
 TOPIC_PREFIX = "rlhf"
 DLQ_SUFFIX = ".dlq"
 
@@ -174,11 +176,11 @@ def check_feedback_value(feedback_type: str, value: dict[str, Any]) -> None:
     if feedback_type == "rating":
         rating = value.get("rating")
         if isinstance(rating, bool) or not isinstance(rating, int | float) or not 1 <= rating <= 5:
-            raise ValueError("feedback_value.rating must be a number from 1 to 5 for a rating")
+            raise FieldValueError("feedback_value.rating", "must be a number from 1 to 5 for a rating")
     elif feedback_type == "correction":
         correction = value.get("correction")
         if not isinstance(correction, str) or not correction.strip():
-            raise ValueError("feedback_value.correction must be the corrected answer for a correction")
+            raise FieldValueError("feedback_value.correction", "must be the corrected answer for a correction")
 
 
 @register

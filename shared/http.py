@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role, client_address
 from shared.db import Database
-from shared.errors import DomainError
+from shared.errors import DomainError, FieldValueError
 from shared.input_guard import InputGuardMiddleware
 from shared.observability import HTTP_LATENCY, get_logger
 
@@ -104,10 +104,14 @@ class ServiceRoute(APIRoute):
 
 
 def field_errors(errors) -> list[dict]:
-    """pydantic errors as [{field, message}], with the request-body prefix dropped."""
+    """pydantic errors as [{field, message}], with the request-body prefix dropped; a model-wide
+    validator's FieldValueError names the field inside the model it is about."""
     out = []
     for e in errors:
         loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        inner = (e.get("ctx") or {}).get("error")
+        if isinstance(inner, FieldValueError):
+            loc.append(inner.field)
         out.append({"field": ".".join(loc) or "body", "message": e.get("msg", "invalid")})
     return out
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from services.experiments import backends, handlers, repository, routing
 from services.experiments.api import Batch, Routes
 from shared.events import ResponseServed
-from shared.http import DB, ServiceRoute, Viewer
+from shared.http import DB, ErrorBody, ServiceRoute, Viewer
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible router"], route_class=ServiceRoute)
 
@@ -50,6 +50,10 @@ class OpenAIError(BaseModel):
 OPENAI_ERRORS = {
     400: {"model": OpenAIError, "description": "the body is not JSON, or has no model (a string) and messages"},
     404: {"model": OpenAIError, "description": "no model of that name, or none of its versions deployed"},
+    # The backend's own refusals are passed on in OpenAI's shape; a key's failed authentications are ours.
+    429: {"model": OpenAIError | ErrorBody, "description": "the backend is throttling, or too many failed "
+                                                           "authentications from this address"},
+    502: {"model": OpenAIError, "description": "the version's backend is down, unreachable or not configured"},
 }
 
 

@@ -89,8 +89,9 @@ async def test_batch_limits(api, make_key, org):
         ({**item(), "tags": "not-a-list"}, "tags"),
         ({**item(), "organization": "someone-else"}, "organization"),  # no mass assignment
         ({**item(), "status": "approved"}, "status"),
-        ({**item(), "feedback_type": "rating", "feedback_value": {"rating": 9}}, "body"),
-        ({**item(), "feedback_type": "correction", "feedback_value": {}}, "body"),
+        # A model-wide rule about one nested field names that field (issue 13), not "body".
+        ({**item(), "feedback_type": "rating", "feedback_value": {"rating": 9}}, "feedback_value.rating"),
+        ({**item(), "feedback_type": "correction", "feedback_value": {}}, "feedback_value.correction"),
     ],
 )
 async def test_bad_input_names_the_field_and_stores_nothing(api, make_key, org, feedback_db, body, field):
