@@ -13,7 +13,8 @@ keep-alive connections driven by a minimal client (RawClient), which costs a fra
 
 The raw baseline: aiokafka producing the same number of ~900-byte messages at the same rate (one
 send_and_wait each, like the relay's single-row batches when idle) to a consumer in the same process
-reading them as they come; latency = receive time − send time.
+reading them as they come, with the product consumers' fetch wait (Tansu holds an empty fetch for
+all of it even when records arrive, so it bounds both); latency = receive time − send time.
 """
 
 import argparse
@@ -119,31 +120,40 @@ async def product_run(port: int, key: str, engine, rate: float, seconds: float) 
             tasks.append(asyncio.create_task(post(i)))
         offered_s = time.monotonic() - start
         await asyncio.gather(*tasks)
-    # Visible when curation recorded the FeedbackReceived whose key is the item's id.
-    stmt = text("""SELECT o.key, extract(epoch FROM p.processed_at) FROM feedback.outbox o
-                   JOIN curation.processed_events p ON p.event_id = o.event_id WHERE o.key = ANY(:ids)""")
+    # Visible when curation recorded the FeedbackReceived whose key is the item's id. The relay's
+    # published_at (its transaction's start, just before it read the row) splits the path in two.
+    stmt = text("""SELECT o.key, extract(epoch FROM o.published_at), extract(epoch FROM p.processed_at)
+                   FROM feedback.outbox o JOIN curation.processed_events p ON p.event_id = o.event_id
+                   WHERE o.key = ANY(:ids)""")
     deadline = time.monotonic() + 120
     while True:
         async with engine.connect() as conn:
-            seen = {k: float(t) for k, t in (await conn.execute(stmt, {"ids": list(answered)})).all()}
+            rows = (await conn.execute(stmt, {"ids": list(answered)})).all()
+        seen = {k: (float(pub), float(t)) for k, pub, t in rows}
         if len(seen) == len(answered) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
-    latencies = [max(0.0, seen[i] - answered[i]) for i in answered if i in seen]
+    visible = [i for i in answered if i in seen]
     return {"rate": rate, "sent": n, "achieved_rate": round(n / offered_s, 1), "errors": errors, "error_kinds": kinds,
-            "not_visible": len(answered) - len(seen), **percentiles(latencies)}
+            "not_visible": len(answered) - len(seen),
+            **percentiles([max(0.0, seen[i][1] - answered[i]) for i in visible]),
+            "to_relay": percentiles([max(0.0, seen[i][0] - answered[i]) for i in visible]),
+            "relay_to_projection": percentiles([max(0.0, seen[i][1] - seen[i][0]) for i in visible])}
 
 
 async def raw_run(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
     from shared.infra import ensure_topics
+    from shared.settings import Settings
 
     topic = f"bench.latency.{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, [topic], partitions=3)
     n = int(rate * seconds)
     received: dict[int, float] = {}
     sent: dict[int, float] = {}
+    # The same fetch wait as the product's consumers: on Tansu it is the consumer's latency floor.
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"latency-{uuid.uuid4().hex}",
-                                auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=1000)
+                                auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=1000,
+                                fetch_max_wait_ms=Settings().rlhf_consumer_fetch_max_wait_ms)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all", linger_ms=0)
     await consumer.start()
     await producer.start()
@@ -213,6 +223,8 @@ def render(r: dict[str, Any]) -> str:
             f"{product['not_visible']} not visible): p50 {product.get('p50_ms')} ms, p99 {product.get('p99_ms')} ms, "
             f"max {product.get('max_ms')} ms | raw broker p50 {raw.get('p50_ms')} ms, p99 {raw.get('p99_ms')} ms"
         )
+        for part in ("to_relay", "relay_to_projection"):
+            lines.append(f"      {part}: p50 {product[part].get('p50_ms')} ms, p99 {product[part].get('p99_ms')} ms")
     lines.append(f"  load average before {r['load_before']}, after {r['load_after']}")
     return "\n".join(lines)
 

@@ -121,6 +121,7 @@ class IdempotentConsumer:
         retry_backoff: float = 0.2,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
+        fetch_max_wait_ms: int = 500,
     ):
         self.db = db
         self.broker = broker
@@ -145,6 +146,7 @@ class IdempotentConsumer:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
+            fetch_max_wait_ms=fetch_max_wait_ms,
             decoder=_keep_raw,
         )(self._consume)
 
@@ -250,6 +252,7 @@ def consumer_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         retry_backoff=settings.rlhf_consumer_retry_backoff,
         session_timeout_ms=settings.rlhf_consumer_session_timeout_ms,
         heartbeat_interval_ms=settings.rlhf_consumer_heartbeat_interval_ms,
+        fetch_max_wait_ms=settings.rlhf_consumer_fetch_max_wait_ms,
     ) | overrides
 
 

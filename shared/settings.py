@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     rlhf_consumer_max_records: int = 500
     rlhf_consumer_session_timeout_ms: int = 10_000
     rlhf_consumer_heartbeat_interval_ms: int = 3_000
+    # How long the broker may hold a fetch that finds nothing new. Tansu answers an empty fetch only
+    # when this wait is over, even once records arrive, so it is the consumer's latency floor
+    # (produce -> consume p50 130 ms at Kafka's default 500 ms, 26 ms at 100, 7.5 ms at 20, measured).
+    rlhf_consumer_fetch_max_wait_ms: int = 50
     rlhf_consumer_max_retries: int = 5
     rlhf_consumer_retry_backoff: float = 0.2
 
