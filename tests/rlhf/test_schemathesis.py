@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.gateway.openapi import service_documents
+from services.gateway.openapi import merge, service_documents
 from shared import auth
 from shared.service import load_specs
 from tests.support import eventually
@@ -100,6 +100,11 @@ def point_at_real_things(case, real_ids: dict[str, str]) -> None:
 def test_each_service_serves_the_document_fuzzed_here(stack, spec):
     served, built = httpx.get(f"{stack.url_of(spec)}/openapi.json").json(), DOCUMENTS[spec.name]
     assert (served["paths"], served["components"]) == (built["paths"], built["components"])
+
+
+def test_the_gateway_serves_the_merge_of_these_documents(stack):
+    """What the gateway documents at /openapi.json (and the UI's types are generated from)."""
+    assert httpx.get(f"{stack.gateway_url}/openapi.json").json() == merge(list(DOCUMENTS.values()))
 
 
 def fuzz(spec):
