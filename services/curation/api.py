@@ -167,14 +167,12 @@ async def create_pair(body: PairCreate, principal: Curator, database: DB):
             responses={200: {"model": BulkResult, "description": "dry_run: what each strategy would add"}})
 async def bulk_create_pairs(body: BulkCreate, principal: Curator, database: DB, response: Response):
     command = domain.PairFeedback(**body.model_dump(exclude={"dry_run"}))
-    if body.dry_run:
-        async with database.read() as session:
-            counts, sample_count = await handlers.preview_bulk_pairs(session, principal.organization, command)
-        response.status_code = 200
-        return BulkResult(dataset_id=body.dataset_id, created=counts, sample_count=sample_count, dry_run=True)
     async with database.unit_of_work() as uow:
-        created, sample_count = await handlers.bulk_create_pairs(uow, principal.organization, command)
-    return BulkResult(dataset_id=body.dataset_id, created=created, sample_count=sample_count)
+        created, sample_count = await handlers.bulk_create_pairs(uow, principal.organization, command,
+                                                                 dry_run=body.dry_run)
+    if body.dry_run:
+        response.status_code = 200
+    return BulkResult(dataset_id=body.dataset_id, created=created, sample_count=sample_count, dry_run=body.dry_run)
 
 
 @pairs.get("", response_model=PairPage)

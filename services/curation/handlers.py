@@ -155,38 +155,23 @@ def _feedback_scope(command: domain.PairFeedback) -> repository.FeedbackScope:
 
 
 async def bulk_create_pairs(
-    uow: UnitOfWork, organization: str, command: domain.PairFeedback
+    uow: UnitOfWork, organization: str, command: domain.PairFeedback, *, dry_run: bool = False
 ) -> tuple[dict[str, int], int]:
-    """Pairs from feedback by each named strategy; returns (created per strategy, the dataset's sample_count)."""
+    """Pairs from feedback by each named strategy; returns (created per strategy, the dataset's
+    sample_count). With `dry_run`, what each strategy would add now, with the same checks, written
+    nowhere (the caller's unit of work then has nothing to commit)."""
     dataset = await _pair_dataset(uow, organization, command.dataset_id)
     scope = _feedback_scope(command)
     created = {}
     for strategy in dict.fromkeys(command.strategies):
-        created[strategy] = await repository.create_pairs_by_strategy(
+        created[strategy] = await repository.pairs_by_strategy(
             uow.session, organization, dataset.id, strategy, scope, cap=command.max_pairs_per_query,
             min_rating_gap=command.min_rating_gap, rating_span=domain.RATING_SPAN, annotator=command.annotator_email,
+            dry_run=dry_run,
         )
-    if sum(created.values()):
+    if sum(created.values()) and not dry_run:
         await content_changed(uow, dataset)
     return created, dataset.sample_count
-
-
-async def preview_bulk_pairs(session, organization: str, command: domain.PairFeedback) -> tuple[dict[str, int], int]:
-    """What bulk_create_pairs would do now, written nowhere: (new pairs per strategy, the dataset's
-    sample_count). The same checks of the dataset, without its lock."""
-    dataset = await repository.get_dataset(session, organization, command.dataset_id)
-    if dataset is None:
-        raise domain.Invalid("dataset_id", f"no dataset {command.dataset_id} in your organization")
-    domain.check_member_kind(dataset.dataset_type, pairs=True)
-    domain.check_changeable(dataset.status)
-    scope = _feedback_scope(command)
-    counts = {}
-    for strategy in dict.fromkeys(command.strategies):
-        counts[strategy] = await repository.count_new_pairs_by_strategy(
-            session, organization, dataset.id, strategy, scope, cap=command.max_pairs_per_query,
-            min_rating_gap=command.min_rating_gap, rating_span=domain.RATING_SPAN,
-        )
-    return counts, dataset.sample_count
 
 
 # ---------------------------------------------------------------------------------------------

@@ -268,7 +268,7 @@ _CANDIDATES = {
 }
 
 
-async def create_pairs_by_strategy(
+async def pairs_by_strategy(
     session: AsyncSession,
     organization: str,
     dataset_id: uuid.UUID,
@@ -279,8 +279,11 @@ async def create_pairs_by_strategy(
     min_rating_gap: float,
     rating_span: float,
     annotator: str | None,
+    dry_run: bool = False,
 ) -> int:
-    """One INSERT … SELECT in the database; returns how many pairs are new (re-runs add none).
+    """One INSERT … SELECT in the database; returns how many pairs are new (re-runs add none). With
+    `dry_run`, the same candidates are only counted, less those the dataset already holds (the same
+    source key): what the INSERT would add now, nothing written.
 
     The thumbs and rating strategies join feedback to feedback on the normalised query. A projection
     filled since its last ANALYZE (a fresh import, a burst of feedback) has no statistics, the planner
@@ -288,36 +291,18 @@ async def create_pairs_by_strategy(
     hash join is never much worse here, so nested loops are off for this statement's transaction."""
     await session.execute(text("SET LOCAL enable_nestloop = off"))
     eligible, params = _eligible_cte(scope)
-    sql = f"WITH {eligible}, candidates AS ({_CANDIDATES[strategy]}), ins AS ({_INSERT_PAIRS}) SELECT count(*) FROM ins"
+    if dry_run:
+        tail = f"""SELECT count(DISTINCT c.sources) FROM candidates c
+            WHERE NOT EXISTS (SELECT 1 FROM "{SCHEMA}".preference_pairs p
+                              WHERE p.dataset_id = :dataset_id
+                                AND p.source_key = :strategy || ':' || array_to_string(c.sources, ':'))"""
+    else:
+        tail = f"ins AS ({_INSERT_PAIRS}) SELECT count(*) FROM ins"
+    sql = f"WITH {eligible}, candidates AS ({_CANDIDATES[strategy]}){'' if dry_run else ','} {tail}"
     params.update(
         org=organization, dataset_id=dataset_id, strategy=strategy, annotator=annotator, cap=cap,
         gap=min_rating_gap, span=rating_span,
     )
-    return (await session.execute(text(sql), params)).scalar_one()
-
-
-async def count_new_pairs_by_strategy(
-    session: AsyncSession,
-    organization: str,
-    dataset_id: uuid.UUID,
-    strategy: str,
-    scope: FeedbackScope,
-    *,
-    cap: int,
-    min_rating_gap: float,
-    rating_span: float,
-) -> int:
-    """How many pairs create_pairs_by_strategy would add now: the same candidates, less those the
-    dataset already holds (the same source key), and nothing written."""
-    await session.execute(text("SET LOCAL enable_nestloop = off"))
-    eligible, params = _eligible_cte(scope)
-    sql = f"""WITH {eligible}, candidates AS ({_CANDIDATES[strategy]})
-        SELECT count(DISTINCT c.sources) FROM candidates c
-        WHERE NOT EXISTS (SELECT 1 FROM "{SCHEMA}".preference_pairs p
-                          WHERE p.dataset_id = :dataset_id
-                            AND p.source_key = :strategy || ':' || array_to_string(c.sources, ':'))"""
-    params.update(org=organization, dataset_id=dataset_id, strategy=strategy, cap=cap, gap=min_rating_gap,
-                  span=rating_span)
     return (await session.execute(text(sql), params)).scalar_one()
 
 
