@@ -43,6 +43,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel
 
+from bench.rawhttp import RawClient
+
 RESULTS = Path(__file__).parent / "results" / "ingest-latest.json"
 SERVICE_MODULE = "services.feedback.main"
 SUBMITTED_TOPIC = "rlhf.feedback.submitted.v1"
@@ -235,42 +237,27 @@ async def raw_http_load(
     port: int, path: str, bodies: Callable[[int], bytes], n: int, concurrency: int, headers: dict[str, str]
 ) -> LoadResult:
     """A supplementary generator: `concurrency` keep-alive HTTP/1.1 connections written to and read
-    from with bare asyncio streams (requests pre-encoded). It costs a fraction of httpx's CPU per
-    request, so on a 2-core machine it shows how much of a figure the client itself was eating."""
-    head = f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    requests = []
-    for i in range(n):
-        body = bodies(i)
-        requests.append(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body)
+    from with bare asyncio streams (bench.rawhttp, bodies pre-encoded). It costs a fraction of httpx's
+    CPU per request, so on a 2-core machine it shows how much of a figure the client itself was eating."""
+    payloads = [bodies(i) for i in range(n)]
     latencies: list[float] = []
     next_i = 0
+    async with RawClient(port, headers, connections=concurrency) as client:
 
-    async def worker() -> None:
-        nonlocal next_i
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
+        async def worker() -> None:
+            nonlocal next_i
             while next_i < n:
                 i = next_i
                 next_i += 1
                 t = time.perf_counter()
-                writer.write(requests[i])
-                response_head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in response_head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                body = await reader.readexactly(length)
+                status, body = await client.post(path, payloads[i])
                 latencies.append((time.perf_counter() - t) * 1000)
-                if response_head[9:12] != b"201":
-                    raise RuntimeError(f"POST {path} answered {response_head[:12]!r}: {body[:300]!r}")
-        finally:
-            writer.close()
+                if status != 201:
+                    raise RuntimeError(f"POST {path} answered {status}: {body[:300]!r}")
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return LoadResult(n, time.perf_counter() - t0, latencies)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return LoadResult(n, time.perf_counter() - t0, latencies)
 
 
 # ---------------------------------------------------------------------------------------------------
