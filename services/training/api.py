@@ -20,11 +20,16 @@ from services.training.schemas import (
     Status,
 )
 from services.training.settings import TrainingSettings, get_training_settings
-from shared.http import DB, Admin, CorrelationId, Curator, ServiceRoute, Viewer
+from shared.http import DB, Admin, CorrelationId, Curator, ErrorBody, ServiceRoute, Viewer
 
 router = APIRouter(prefix="/api/fine-tuning", tags=["fine-tuning"], route_class=ServiceRoute)
 
 Config = Annotated[TrainingSettings, Depends(get_training_settings)]
+# What a launch can answer beyond every route's errors (shared.http.ServiceRoute declares those).
+NOT_CONFIGURED = {424: {"model": ErrorBody, "description": "the provider is not configured on this deployment"}}
+OVER_BUDGET = {402: {"model": ErrorBody, "description": "the launch would exceed the monthly budget"}}
+PROVIDER_DOWN = {503: {"model": ErrorBody, "description": "the provider is unreachable; Retry-After says when to "
+                                                          "try again"}}
 
 
 
@@ -34,7 +39,7 @@ def launch_request(body: JobCreate) -> handlers.LaunchRequest:
     return handlers.LaunchRequest(**body.model_dump())
 
 
-@router.post("/estimate", response_model=Estimate)
+@router.post("/estimate", response_model=Estimate, responses=NOT_CONFIGURED)
 async def estimate(body: JobCreate, principal: Viewer, database: DB, settings: Config):
     """What a launch would cost, checked like a launch, without starting anything."""
     async with database.unit_of_work() as uow:
@@ -50,7 +55,7 @@ async def estimate(body: JobCreate, principal: Viewer, database: DB, settings: C
     )
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut)
+@router.post("/jobs", status_code=201, response_model=JobOut, responses=NOT_CONFIGURED | OVER_BUDGET)
 async def launch(body: JobCreate, principal: Curator, database: DB, settings: Config, cid: CorrelationId):
     async with database.unit_of_work() as uow:
         return await handlers.launch_job(
@@ -94,7 +99,7 @@ async def job_events(job_id: uuid.UUID, principal: Viewer, database: DB,
         return await repository.events(session, job_id, limit)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=PROVIDER_DOWN)
 async def cancel(job_id: uuid.UUID, principal: Curator, database: DB, settings: Config, cid: CorrelationId):
     async with database.unit_of_work() as uow:
         return await handlers.cancel_job(
