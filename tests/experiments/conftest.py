@@ -88,6 +88,25 @@ class ContractChecked(httpx.AsyncBaseTransport):
 
 
 @pytest_asyncio.fixture
+async def http(app):
+    """The experiments app's HTTP API, in process."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://experiments") as client:
+        yield client
+
+
+async def start_experiment(http: httpx.AsyncClient, headers: dict, control: ModelRegistered,
+                           treatment: ModelRegistered, *, path: str = "/api/experiments", **fields) -> dict:
+    """An experiment between two versions through the API (thumbs-up rate its success metric unless
+    `fields` say otherwise); returns the answer."""
+    body = {"name": "experiment", "control_model_id": str(control.model_version_id),
+            "treatment_model_id": str(treatment.model_version_id), "success_metrics": [{"name": "thumbs_up_rate"}],
+            **fields}
+    answer = await http.post(path, headers=headers, json=body)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+@pytest_asyncio.fixture
 async def checked(app):
     transport = ContractChecked(app)
     yield transport

@@ -2,7 +2,6 @@
 local OpenAI-compatible server as the versions' backend: the deployed version without an experiment,
 sticky variants with one, streaming, response ids and headers, ResponseServed, OpenAI-shaped errors."""
 
-import httpx
 import numpy as np
 import openai
 import pytest
@@ -15,6 +14,7 @@ from tests.experiments.conftest import (
     registered,
     serve_with_latencies,
     served_events,
+    start_experiment,
     two_versions,
 )
 from tests.support import eventually
@@ -44,15 +44,11 @@ async def test_without_an_experiment_the_deployed_version_answers(sdk, app, chec
     assert (event["prompt_tokens"], event["completion_tokens"]) == (7, 4)
 
 
-async def test_an_experiment_splits_users_stickily_streamed_or_not(sdk, app, experiments_db, chat_backend, make_key,
-                                                                    org):
+async def test_an_experiment_splits_users_stickily_streamed_or_not(sdk, app, http, experiments_db, chat_backend,
+                                                                    make_key, org):
     v1, v2 = await two_versions(experiments_db, org, chat_backend.url)
     curator = await make_key(org, "curator")
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://experiments")
-    exp = (await http.post("/api/experiments", headers=curator, json={
-        "name": "v2 vs v1", "control_model_id": str(v1.model_version_id),
-        "treatment_model_id": str(v2.model_version_id), "traffic_split": 0.5,
-        "success_metrics": [{"name": "thumbs_up_rate"}]})).json()
+    exp = await start_experiment(http, curator, v1, v2, name="v2 vs v1", traffic_split=0.5)
 
     seen = {}
     for i in range(30):
@@ -101,18 +97,15 @@ async def test_unknown_models_and_backends_that_are_down_answer_in_openai_shape(
 
 
 async def test_a_treatment_whose_backend_is_down_breaches_the_error_guardrail_and_traffic_goes_to_control(
-        sdk, app, experiments_db, chat_backend, make_key, org):
+        sdk, app, http, experiments_db, chat_backend, make_key, org):
     v1 = registered("flaky-bot", "1.0.0", {"kind": "openai_compatible", "base_url": chat_backend.url, "model": "ok"})
     v2 = registered("flaky-bot", "1.1.0", {"kind": "openai_compatible", "base_url": "http://127.0.0.1:9/v1",
                                            "model": "down"})
     await deliver(experiments_db, org, handlers.record_registered, v1, v2)
     await deliver(experiments_db, org, handlers.record_deployed, deployed(v1))
     curator = await make_key(org, "curator")
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://experiments")
-    exp = (await http.post("/api/experiments", headers=curator, json={
-        "name": "flaky", "control_model_id": str(v1.model_version_id), "treatment_model_id": str(v2.model_version_id),
-        "success_metrics": [{"name": "thumbs_up_rate"}],
-        "guardrails": [{"metric": "error_rate", "max_degradation": 0.1}]})).json()
+    exp = await start_experiment(http, curator, v1, v2, name="flaky",
+                                 guardrails=[{"metric": "error_rate", "max_degradation": 0.1}])
     failed = []
     for i in range(80):
         try:
@@ -135,14 +128,11 @@ async def test_a_treatment_whose_backend_is_down_breaches_the_error_guardrail_an
 
 
 async def test_a_slow_treatment_breaches_the_latency_p95_guardrail_and_traffic_goes_to_control(
-        sdk, app, experiments_db, chat_backend, make_key, org):
+        sdk, http, experiments_db, chat_backend, make_key, org):
     v1, v2 = await two_versions(experiments_db, org, chat_backend.url, name="slow-bot")
     curator = await make_key(org, "curator")
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://experiments")
-    exp = (await http.post("/api/models/ab-test", headers=curator, json={
-        "name": "slow", "control_model_id": str(v1.model_version_id), "treatment_model_id": str(v2.model_version_id),
-        "success_metrics": [{"name": "thumbs_up_rate"}],
-        "guardrails": [{"metric": "latency_p95_ms", "max_degradation": 0.2}]})).json()
+    exp = await start_experiment(http, curator, v1, v2, path="/api/models/ab-test", name="slow",
+                                 guardrails=[{"metric": "latency_p95_ms", "max_degradation": 0.2}])
     variants = {}
     for i in range(20):
         raw = await sdk.chat.completions.with_raw_response.create(model="slow-bot", messages=ASK, user=f"user-{i}")

@@ -9,12 +9,12 @@ import pytest
 pytest.importorskip("peft")
 
 from services.experiments import handlers  # noqa: E402
-from tests.experiments.conftest import deliver, deployed, registered  # noqa: E402
+from tests.experiments.conftest import deliver, deployed, registered, start_experiment  # noqa: E402
 
 pytestmark = pytest.mark.asyncio
 
 
-async def test_two_adapters_of_a_tiny_local_model_answer_as_two_variants(app, experiments_db, tiny_adapters,
+async def test_two_adapters_of_a_tiny_local_model_answer_as_two_variants(app, http, experiments_db, tiny_adapters,
                                                                           make_key, org):
     base, adapters = tiny_adapters
     v1 = registered("local-bot", "1.0.0", {"kind": "local", "base_model": base, "adapter_url": adapters["a"]})
@@ -23,11 +23,7 @@ async def test_two_adapters_of_a_tiny_local_model_answer_as_two_variants(app, ex
     await deliver(experiments_db, org, handlers.record_deployed, deployed(v1))
     curator = await make_key(org, "curator")
     key = curator["Authorization"].removeprefix("Bearer ")
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://experiments")
-    exp = await http.post("/api/experiments", headers=curator, json={
-        "name": "adapters", "control_model_id": str(v1.model_version_id),
-        "treatment_model_id": str(v2.model_version_id), "success_metrics": [{"name": "rating"}]})
-    assert exp.status_code == 201, exp.text
+    await start_experiment(http, curator, v1, v2, name="adapters", success_metrics=[{"name": "rating"}])
     client = openai.AsyncOpenAI(base_url="http://experiments/v1", api_key=key, max_retries=0,
                                 http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)))
 
