@@ -18,6 +18,7 @@ from services.experiments.schemas import (
     ExperimentCreate,
     ExperimentOut,
     ExperimentPage,
+    ExperimentResults,
     ExtendBody,
     FullDeployBody,
     ReasonBody,
@@ -91,7 +92,7 @@ async def get_experiment(experiment_id: uuid.UUID, principal: Viewer, database: 
             raise handlers.ExperimentNotFound(experiment_id)
         out = ExperimentOut.model_validate(row)
         if row.status in ("running", "paused"):
-            out.results = await handlers.results_of(session, row)
+            out.results = ExperimentResults.model_validate(await handlers.results_of(session, row))
     return out
 
 

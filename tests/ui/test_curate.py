@@ -467,7 +467,9 @@ async def test_the_registry_and_experiments_hide_what_a_role_may_not_do(page, ga
     async def started():  # once ModelRegistered reached the experiments service
         r = await gateway.post("/api/experiments", headers=admin, json={
             "name": "faq v2 vs v1", "control_model_id": versions[0]["id"], "treatment_model_id": versions[1]["id"],
-            "success_metrics": [{"name": "thumbs_up_rate"}]})
+            "success_metrics": [{"name": "thumbs_up_rate"}],
+            "guardrails": [{"metric": "error_rate", "max_degradation": 0.05},
+                           {"metric": "latency_p95_ms", "max_value": 2000}]})
         return r.json() if r.status_code == 201 else None
 
     experiment = await eventually(started)
@@ -482,6 +484,11 @@ async def test_the_registry_and_experiments_hide_what_a_role_may_not_do(page, ga
         assert await page.get_by_role("button", name="Archive faq-bot 1.1.0").count() == ("Archive" in may), role
         await page.get_by_role("link", name="A/B Testing").click()
         await page.locator(".experiment-detail").get_by_text(experiment["name"]).first.wait_for()
+        # Both guardrail shapes of the results (a metric's, with an interval; the latency p95's, with a threshold).
+        latency = page.locator(".experiment-detail tr[data-guardrail=latency_p95_ms]")
+        await latency.get_by_text(re.compile(r"p95 ≤ 2\D?000 ms")).wait_for()  # 2,000 or 2 000, by locale
+        await latency.get_by_text("collecting data").wait_for()
+        await page.locator(".experiment-detail tr[data-guardrail=error_rate]").get_by_text("not enough data").wait_for()
         for name in ("Pause", "End test", "Extend", "Full deploy"):
             assert await page.get_by_role("button", name=name, exact=True).count() == (name in may), (role, name)
         await page.get_by_role("button", name="Sign out").click()

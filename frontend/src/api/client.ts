@@ -20,42 +20,14 @@ export type HistoryEntry = Schemas["HistoryOut"];
 export type Lineage = Schemas["LineageOut"];
 export type Experiment = Schemas["ExperimentOut"];
 
-// An experiment's `results` is an open object in the OpenAPI (stored at the end, computed live while
-// it runs): its shape is services/experiments/domain.py's analyse(), written out here.
+// An experiment's analysis (services/experiments/domain.py analyse(), typed in its OpenAPI as
+// ExperimentResults): live while it runs, stored when it ends.
 export type Variant = "control" | "treatment";
-export interface MetricResult {
-  metric: string;
-  kind: "rate" | "mean" | "rating";
-  test: string;
-  sequential: boolean;
-  higher_is_better: boolean;
-  control: { n: number; mean: number };
-  treatment: { n: number; mean: number };
-  difference: number;
-  ci: [number | null, number | null];
-  lift: number | null;
-  lift_ci: [number | null, number | null] | null;
-  p_value: number;
-  p_value_adjusted?: number;
-  significant?: boolean;
-  min_effect?: number | null;
-}
-export interface GuardrailResult {
-  metric: string;
-  max_degradation: number;
-  difference: number;
-  ci: [number | null, number | null];
-  breached: boolean;
-}
-export interface ExperimentResults {
-  metrics: MetricResult[];
-  guardrails: GuardrailResult[];
-  srm: { units: Record<Variant, number>; expected_shares: [number, number]; chi_square: number; p_value: number; mismatch: boolean };
-  latency_ms?: Record<Variant, { p50: number | null; p95: number | null; p99: number | null }>;
-  recommendation: { winner: Variant | "inconclusive"; action: string; reason: string };
-  sequential: boolean;
-  alpha: number;
-}
+export type ExperimentResults = Schemas["ExperimentResults"];
+export type MetricResult = Schemas["MetricResult"];
+export type GuardrailResult = Schemas["GuardrailResult"];
+export type LatencyGuardrailResult = Schemas["LatencyGuardrailResult"];
+export type ConfidenceInterval = MetricResult["ci"]; // low, high (null: unbounded)
 
 const KEY_STORAGE = "rlhf.apiKey";
 

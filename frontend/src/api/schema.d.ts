@@ -1351,13 +1351,8 @@ export interface components {
             min_sample_size: number;
             /** Sequential */
             sequential: boolean;
-            /**
-             * Results
-             * @description stored at the end; live in GET /api/experiments/{id}
-             */
-            results: {
-                [key: string]: unknown;
-            } | null;
+            /** @description stored at the end; live in GET /api/experiments/{id}; null before it starts */
+            results: components["schemas"]["ExperimentResults"] | null;
             /** Winner */
             winner: ("control" | "treatment" | "inconclusive") | null;
             /** Deploy Requested At */
@@ -1381,6 +1376,27 @@ export interface components {
             items: components["schemas"]["ExperimentOut"][];
             /** Next Cursor */
             next_cursor: string | null;
+        };
+        /**
+         * ExperimentResults
+         * @description An experiment's analysis (domain.analyse()): live while it runs, stored when it ends.
+         */
+        ExperimentResults: {
+            /**
+             * Metrics
+             * @description per success metric; the first is the primary
+             */
+            metrics: components["schemas"]["MetricResult"][];
+            /** Guardrails */
+            guardrails: (components["schemas"]["LatencyGuardrailResult"] | components["schemas"]["GuardrailResult"])[];
+            srm: components["schemas"]["SampleRatio"];
+            /** @description latency percentiles per variant, in ms; absent from results stored before they were measured */
+            latency_ms?: components["schemas"]["LatencyPerVariant"] | null;
+            recommendation: components["schemas"]["Recommendation"];
+            /** Sequential */
+            sequential: boolean;
+            /** Alpha */
+            alpha: number;
         };
         /** ExportOut */
         ExportOut: {
@@ -1642,6 +1658,29 @@ export interface components {
             kind?: ("mean" | "rate") | null;
             /** Higher Is Better */
             higher_is_better?: boolean | null;
+        };
+        /**
+         * GuardrailResult
+         * @description A guardrail on a metric: breached when treatment is worse by more than max_degradation (in the
+         *     metric's units) with always-valid confidence.
+         */
+        GuardrailResult: {
+            /** Metric */
+            metric: string;
+            /** Max Degradation */
+            max_degradation: number;
+            /**
+             * Difference
+             * @description treatment minus control
+             */
+            difference: number;
+            /**
+             * Ci
+             * @description a 95% interval: low, high (null: unbounded)
+             */
+            ci: (number | null)[];
+            /** Breached */
+            breached: boolean;
         };
         /** HistoryOut */
         HistoryOut: {
@@ -2068,6 +2107,90 @@ export interface components {
             /** Expires At */
             expires_at?: string | null;
         };
+        /** LatencyGuardrailControl */
+        LatencyGuardrailControl: {
+            /**
+             * N
+             * @description control's answers in the latency sketch
+             */
+            n: number;
+            /** P95 */
+            p95: number | null;
+            /**
+             * P95 Upper Bound
+             * @description an always-valid upper bound on control's p95, in ms (null with max_value, or too few answers)
+             */
+            p95_upper_bound: number | null;
+        };
+        /**
+         * LatencyGuardrailResult
+         * @description A guardrail on treatment's latency p95 (from the latency sketch): breached when more than
+         *     max_share_above of treatment's answers take longer than threshold_ms, with always-valid confidence.
+         */
+        LatencyGuardrailResult: {
+            /**
+             * Metric
+             * @constant
+             */
+            metric: "latency_p95_ms";
+            /**
+             * Max Degradation
+             * @description relative to control's p95 (0.2: at most 20% above)
+             */
+            max_degradation: number;
+            /**
+             * Max Value
+             * @description an absolute limit in ms, instead of max_degradation
+             */
+            max_value: number | null;
+            control: components["schemas"]["LatencyGuardrailControl"];
+            treatment: components["schemas"]["LatencyGuardrailTreatment"];
+            /**
+             * Threshold Ms
+             * @description the latency treatment's answers are counted above; null while there is none yet
+             */
+            threshold_ms: number | null;
+            /** Max Share Above */
+            max_share_above: number;
+            /**
+             * Difference
+             * @description treatment's p95 minus control's, in ms
+             */
+            difference: number | null;
+            /** Breached */
+            breached: boolean;
+            /**
+             * Reason
+             * @description why, when breached
+             */
+            reason?: string | null;
+        };
+        /** LatencyGuardrailTreatment */
+        LatencyGuardrailTreatment: {
+            /** N */
+            n: number;
+            /** P95 */
+            p95: number | null;
+            /**
+             * Share Above Threshold
+             * @description treatment's share of answers above threshold_ms
+             */
+            share_above_threshold: number | null;
+        };
+        /** LatencyPerVariant */
+        LatencyPerVariant: {
+            control: components["schemas"]["LatencyPercentiles"];
+            treatment: components["schemas"]["LatencyPercentiles"];
+        };
+        /** LatencyPercentiles */
+        LatencyPercentiles: {
+            /** P50 */
+            p50: number | null;
+            /** P95 */
+            p95: number | null;
+            /** P99 */
+            p99: number | null;
+        };
         /** LineageOut */
         LineageOut: {
             /** Model Version */
@@ -2122,6 +2245,66 @@ export interface components {
             metrics: {
                 [key: string]: number;
             };
+        };
+        /** MetricResult */
+        MetricResult: {
+            /** Metric */
+            metric: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "rate" | "mean" | "rating";
+            /**
+             * Test
+             * @enum {string}
+             */
+            test: "welch_t" | "two_proportion_z" | "mann_whitney_u";
+            /**
+             * Sequential
+             * @description always-valid interval and p-value (a confidence sequence)
+             */
+            sequential: boolean;
+            /** Higher Is Better */
+            higher_is_better: boolean;
+            control: components["schemas"]["VariantMean"];
+            treatment: components["schemas"]["VariantMean"];
+            /**
+             * Difference
+             * @description treatment's mean minus control's, in the metric's units
+             */
+            difference: number;
+            /**
+             * Ci
+             * @description the difference's 95% interval
+             */
+            ci: (number | null)[];
+            /**
+             * Lift
+             * @description treatment's mean over control's, minus 1; null when control's is 0
+             */
+            lift: number | null;
+            /** Lift Ci */
+            lift_ci: (number | null)[] | null;
+            /** P Value */
+            p_value: number;
+            /**
+             * Statistic
+             * @description the test's statistic (t, z, or Mann-Whitney's U)
+             */
+            statistic: number;
+            /**
+             * P Value Adjusted
+             * @description Holm-adjusted over the success metrics
+             */
+            p_value_adjusted: number;
+            /**
+             * Significant
+             * @description p_value_adjusted below alpha
+             */
+            significant: boolean;
+            /** Min Effect */
+            min_effect: number | null;
         };
         /** ModelCreate */
         ModelCreate: {
@@ -2405,6 +2588,42 @@ export interface components {
             /** Reason */
             reason?: string | null;
         };
+        /** Recommendation */
+        Recommendation: {
+            /**
+             * Winner
+             * @enum {string}
+             */
+            winner: "control" | "treatment" | "inconclusive";
+            /**
+             * Action
+             * @enum {string}
+             */
+            action: "deploy_treatment" | "keep_control" | "inconclusive";
+            /** Reason */
+            reason: string;
+        };
+        /**
+         * SampleRatio
+         * @description The sample-ratio check: units per variant against the configured split (chi-square).
+         */
+        SampleRatio: {
+            units: components["schemas"]["UnitsPerVariant"];
+            /**
+             * Expected Shares
+             * @description control's and treatment's configured shares
+             */
+            expected_shares: number[];
+            /** Chi Square */
+            chi_square: number;
+            /** P Value */
+            p_value: number;
+            /**
+             * Mismatch
+             * @description p_value below 0.001: the results cannot be trusted
+             */
+            mismatch: boolean;
+        };
         /** SuccessMetricIn */
         SuccessMetricIn: {
             /**
@@ -2428,10 +2647,30 @@ export interface components {
              */
             higher_is_better?: boolean | null;
         };
+        /** UnitsPerVariant */
+        UnitsPerVariant: {
+            /** Control */
+            control: number;
+            /** Treatment */
+            treatment: number;
+        };
         /** ValidateRequest */
         ValidateRequest: {
             /** Format */
             format?: ("openai_sft" | "openai_dpo" | "anthropic" | "bedrock_claude" | "trl_dpo" | "parquet" | "jsonl") | null;
+        };
+        /** VariantMean */
+        VariantMean: {
+            /**
+             * N
+             * @description outcomes of this metric in the variant
+             */
+            n: number;
+            /**
+             * Mean
+             * @description the variant's mean (a share for rates, 1-5 for ratings)
+             */
+            mean: number;
         };
     };
     responses: never;
@@ -4302,6 +4541,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description the provider is not configured on this deployment */
+            424: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description too many failed authentications from this address; Retry-After says when to try again */
             429: {
                 headers: {
@@ -4405,6 +4653,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description the launch would exceed the monthly budget */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description the key's role is too low for this action */
             403: {
                 headers: {
@@ -4443,6 +4700,15 @@ export interface operations {
             };
             /** @description the request is invalid; `errors` names each field at fault */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the provider is not configured on this deployment */
+            424: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4595,6 +4861,15 @@ export interface operations {
             };
             /** @description too many failed authentications from this address; Retry-After says when to try again */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the provider is unreachable; Retry-After says when to try again */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7389,13 +7664,22 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description too many failed authentications from this address; Retry-After says when to try again */
+            /** @description the backend is throttling, or too many failed authentications from this address */
             429: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorBody"];
+                    "application/json": components["schemas"]["OpenAIError"] | components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the version's backend is down, unreachable or not configured */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OpenAIError"];
                 };
             };
         };

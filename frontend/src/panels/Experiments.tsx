@@ -2,7 +2,7 @@
 // intervals and lift, significance (Holm-adjusted), the sample-ratio check, the guardrails and the
 // recommendation with its reason; pause, resume, end, extend, full deploy.
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { api, ApiError, ok, type Experiment, type ExperimentResults, type MetricResult, type Variant } from "../api/client";
+import { api, ApiError, ok, type Experiment, type ExperimentResults, type GuardrailResult, type ConfidenceInterval, type LatencyGuardrailResult, type MetricResult, type Variant } from "../api/client";
 import { IntervalChart, type Interval } from "../components/IntervalChart";
 import { Alert, Badge, Button, Card, Empty, Field, PageHeader, Stat } from "../components/ui";
 import { ago, count, label, num, percent, pValue, when } from "../format";
@@ -84,7 +84,7 @@ function ExperimentDetail({ id, onChanged }: { id: string; onChanged: () => void
   }, null, [e?.control_model_id, e?.treatment_model_id]);
 
   if (!e) return <Card title="Experiment">{exp.error ? <Alert>{exp.error}</Alert> : <Empty>Loading…</Empty>}</Card>;
-  const results = e.results as unknown as ExperimentResults | null;
+  const results = e.results;
   const versionOf = (v: Variant) => (versions.data?.[v] ? `v${versions.data[v]}` : "");
   const changed = (next: Experiment) => { exp.setData(next); exp.reload(); onChanged(); };
 
@@ -161,7 +161,7 @@ function difference(m: MetricResult, x: number | null): string {
   return m.kind === "rate" ? `${x > 0 ? "+" : ""}${(x * 100).toFixed(1)} pp` : num(x, 3, true);
 }
 
-function interval(m: MetricResult, ci: [number | null, number | null] | null, asLift = false): string {
+function interval(m: MetricResult, ci: ConfidenceInterval | null, asLift = false): string {
   if (!ci || ci[0] == null || ci[1] == null) return "not enough data";
   return asLift ? `${percent(ci[0], true)} to ${percent(ci[1], true)}` : `${difference(m, ci[0])} to ${difference(m, ci[1])}`;
 }
@@ -229,21 +229,45 @@ function Guardrails({ results }: { results: ExperimentResults }) {
         <table class="table">
           <thead><tr><th>Metric</th><th>Worst degradation allowed</th><th>Difference (95% interval)</th><th>State</th></tr></thead>
           <tbody>
-            {results.guardrails.map((g) => {
-              const known = g.ci[0] != null && g.ci[1] != null;
-              return (
-                <tr key={g.metric} data-guardrail={g.metric}>
-                  <td>{metricTitle(g.metric)}</td>
-                  <td class="mono">{num(g.max_degradation)}</td>
-                  <td class="mono">{num(g.difference, 3, true)} <span class="muted small">{known ? `${num(g.ci[0], 3, true)} to ${num(g.ci[1], 3, true)}` : "not enough data"}</span></td>
-                  <td>{g.breached ? <Badge value="breached" tone="red" /> : known ? <Badge value="holding" tone="green" /> : <Badge value="collecting data" tone="slate" />}</td>
-                </tr>
-              );
-            })}
+            {results.guardrails.map((g, i) => ("ci" in g ? <MetricGuardrail key={i} g={g} /> : <LatencyGuardrail key={i} g={g} />))}
           </tbody>
         </table>
       </div>
     </Card>
+  );
+}
+
+function MetricGuardrail({ g }: { g: GuardrailResult }) {
+  const known = g.ci[0] != null && g.ci[1] != null;
+  return (
+    <tr data-guardrail={g.metric}>
+      <td>{metricTitle(g.metric)}</td>
+      <td class="mono">{num(g.max_degradation)}</td>
+      <td class="mono">{num(g.difference, 3, true)} <span class="muted small">{known ? `${num(g.ci[0], 3, true)} to ${num(g.ci[1], 3, true)}` : "not enough data"}</span></td>
+      <td>{g.breached ? <Badge value="breached" tone="red" /> : known ? <Badge value="holding" tone="green" /> : <Badge value="collecting data" tone="slate" />}</td>
+    </tr>
+  );
+}
+
+/** Treatment's latency p95 against an absolute limit or control's p95 (an always-valid test on the
+ * share of treatment's answers above the threshold; no interval on the difference). */
+function LatencyGuardrail({ g }: { g: LatencyGuardrailResult }) {
+  const allowed = g.max_value != null ? `p95 ≤ ${num(g.max_value)} ms` : `${percent(g.max_degradation, true)} on control's p95`;
+  const known = g.threshold_ms != null && g.treatment.n > 0;
+  return (
+    <tr data-guardrail={g.metric}>
+      <td>Latency p95 (ms)</td>
+      <td class="mono">{allowed}</td>
+      <td class="mono">
+        {g.difference == null ? "—" : `${num(g.difference, 3, true)} ms`}{" "}
+        <span class="muted small">
+          control {num(g.control.p95)} ms, treatment {num(g.treatment.p95)} ms
+          {known && ` · ${percent(g.treatment.share_above_threshold)} of treatment's answers above ${num(g.threshold_ms)} ms (${percent(g.max_share_above)} allowed)`}
+        </span>
+        {g.reason && <div class="small">{g.reason}</div>}
+      </td>
+      <td>{g.breached ? <Badge value="breached" tone="red" /> : known ? <Badge value="holding" tone="green" /> : <Badge value="collecting data" tone="slate" />}</td>
+    </tr>
   );
 }
 
