@@ -6,11 +6,15 @@ name's traffic on the winner."""
 
 import json
 import random
+import shutil
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import openai
 import pytest
 
 from shared.events import DeploymentRequested, ExperimentConcluded, ExperimentStarted, ModelDeployed, ResponseServed
+from shared.objectstore import LocalObjectStore
 from tests.support import envelope_of, eventually, of_org
 
 pytestmark = pytest.mark.asyncio
@@ -25,7 +29,12 @@ def servings(request, chat_backend):
     if request.param == "openai_compatible":
         return [{"kind": "openai_compatible", "base_url": chat_backend.url, "model": m} for m in ("bot-v1", "bot-v2")]
     base, adapters = request.getfixturevalue("tiny_adapters")
-    return [{"kind": "local", "base_model": base, "adapter_url": adapters[k]} for k in ("a", "b")]
+    # The registry takes a local adapter only from the stack's object store (store:<key>), where training
+    # leaves its adapters: <data dir>/objects, the services' default.
+    store = LocalObjectStore(request.getfixturevalue("stack").data_dir / "objects")
+    for k, url in adapters.items():
+        shutil.copytree(Path(urlsplit(url).path), store.path(f"adapters/tests-{k}"), dirs_exist_ok=True)
+    return [{"kind": "local", "base_model": base, "adapter_url": f"store:adapters/tests-{k}/"} for k in ("a", "b")]
 
 
 async def test_the_loop_closes_routed_answers_feedback_result_full_deploy_traffic_on_the_winner(
