@@ -1,8 +1,8 @@
 // Treatment against control per metric with its 95% interval (a forest plot), in percent of
 // control's mean, drawn with uPlot: the estimate as a point, the interval as a whisker, zero dashed.
 import { useEffect, useRef } from "preact/hooks";
-import uPlot from "uplot";
-import "uplot/dist/uPlot.min.css";
+import type uPlot from "uplot";
+import { useUPlot } from "./uplot";
 
 export interface Interval {
   label: string;
@@ -17,12 +17,10 @@ const COLOR = { true: "#16a34a", false: "#dc2626", null: "#4f46e5" } as const;
 
 export function IntervalChart({ intervals }: { intervals: Interval[] }) {
   const host = useRef<HTMLDivElement>(null);
-  const chart = useRef<uPlot | null>(null);
   const latest = useRef(intervals);
   latest.current = intervals;
 
-  useEffect(() => {
-    const el = host.current!;
+  const chart = useUPlot(host, (width) => {
     const whiskers = (u: uPlot) => {
       const ctx = u.ctx;
       const px = devicePixelRatio;
@@ -60,8 +58,8 @@ export function IntervalChart({ intervals }: { intervals: Interval[] }) {
       });
       ctx.restore();
     };
-    const options: uPlot.Options = {
-      width: el.clientWidth || 480,
+    return {
+      width: width || 480,
       height: HEIGHT,
       legend: { show: false },
       cursor: { show: false },
@@ -84,15 +82,7 @@ export function IntervalChart({ intervals }: { intervals: Interval[] }) {
       series: [{}, { label: "lift", stroke: "transparent", paths: () => null, points: { show: false } }],
       hooks: { draw: [whiskers] },
     };
-    chart.current = new uPlot(options, [[], []], el);
-    const resize = new ResizeObserver(() => chart.current?.setSize({ width: el.clientWidth, height: HEIGHT }));
-    resize.observe(el);
-    return () => {
-      resize.disconnect();
-      chart.current?.destroy();
-      chart.current = null;
-    };
-  }, []);
+  });
 
   useEffect(() => {
     chart.current?.setData([intervals.map((_, i) => i + 1), intervals.map((iv) => iv.estimate)], true);

@@ -1,7 +1,6 @@
 // The loss curve of a job, drawn with uPlot; new points are set on the same chart as they arrive.
 import { useEffect, useRef } from "preact/hooks";
-import uPlot from "uplot";
-import "uplot/dist/uPlot.min.css";
+import { useUPlot } from "./uplot";
 
 export interface Point {
   step: number;
@@ -10,31 +9,18 @@ export interface Point {
 
 export function LossChart({ points }: { points: Point[] }) {
   const host = useRef<HTMLDivElement>(null);
-  const chart = useRef<uPlot | null>(null);
-
-  useEffect(() => {
-    const el = host.current!;
-    const options: uPlot.Options = {
-      width: el.clientWidth || 600,
-      height: 240,
-      legend: { show: true },
-      cursor: { drag: { x: true, y: false } },
-      scales: { x: { time: false } },
-      axes: [
-        { label: "step", stroke: "#64748b", grid: { stroke: "#eef2f7" }, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] },
-        { label: "loss", stroke: "#64748b", grid: { stroke: "#eef2f7" }, size: 56 },
-      ],
-      series: [{ label: "step" }, { label: "loss", stroke: "#4f46e5", width: 2, fill: "rgba(79,70,229,0.08)", points: { show: false } }],
-    };
-    chart.current = new uPlot(options, [[], []], el);
-    const resize = new ResizeObserver(() => chart.current?.setSize({ width: el.clientWidth, height: 240 }));
-    resize.observe(el);
-    return () => {
-      resize.disconnect();
-      chart.current?.destroy();
-      chart.current = null;
-    };
-  }, []);
+  const chart = useUPlot(host, (width) => ({
+    width: width || 600,
+    height: 240,
+    legend: { show: true },
+    cursor: { drag: { x: true, y: false } },
+    scales: { x: { time: false } },
+    axes: [
+      { label: "step", stroke: "#64748b", grid: { stroke: "#eef2f7" }, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] },
+      { label: "loss", stroke: "#64748b", grid: { stroke: "#eef2f7" }, size: 56 },
+    ],
+    series: [{ label: "step" }, { label: "loss", stroke: "#4f46e5", width: 2, fill: "rgba(79,70,229,0.08)", points: { show: false } }],
+  }));
 
   useEffect(() => {
     chart.current?.setData([points.map((p) => p.step), points.map((p) => p.loss)]);

@@ -91,3 +91,13 @@ export function Progress({ value, labelText }: { value: number | null | undefine
     </div>
   );
 }
+
+/** A "filter by status" select: every status of a list, or all of them (""). */
+export function StatusFilter<S extends string>(props: { value: S | ""; statuses: readonly S[]; onChange: (value: S | "") => void }) {
+  return (
+    <select aria-label="filter by status" value={props.value} onChange={(e) => props.onChange(e.currentTarget.value as S | "")}>
+      <option value="">All statuses</option>
+      {props.statuses.map((s) => <option value={s}>{label(s)}</option>)}
+    </select>
+  );
+}

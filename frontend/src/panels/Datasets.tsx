@@ -2,7 +2,7 @@
 // rule, with examples), export in a format, and the versions with their files.
 import { useEffect, useState } from "preact/hooks";
 import { api, ApiError, download, ok, type Dataset, type DatasetExport } from "../api/client";
-import { Alert, Badge, Button, Card, Empty, Field, PageHeader } from "../components/ui";
+import { Alert, Badge, Button, Card, Empty, Field, PageHeader, StatusFilter } from "../components/ui";
 import { ago, count, label, when } from "../format";
 import { usePoll } from "../hooks";
 import { useSession } from "../session";
@@ -72,10 +72,7 @@ export function Datasets() {
           title="Datasets"
           actions={
             <div class="inline-filters">
-              <select aria-label="filter by status" value={status} onChange={(e) => setStatus(e.currentTarget.value as Status | "")}>
-                <option value="">All statuses</option>
-                {STATUSES.map((s) => <option value={s}>{label(s)}</option>)}
-              </select>
+              <StatusFilter value={status} statuses={STATUSES} onChange={setStatus} />
               <select aria-label="filter by type" value={type} onChange={(e) => setType(e.currentTarget.value as DatasetType | "")}>
                 <option value="">All types</option>
                 {TYPES.map((t) => <option value={t}>{TYPE_LABEL[t]}</option>)}

@@ -4,8 +4,8 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { api, ApiError, ok, type Experiment, type ExperimentResults, type GuardrailResult, type ConfidenceInterval, type LatencyGuardrailResult, type MetricResult, type Variant } from "../api/client";
 import { IntervalChart, type Interval } from "../components/IntervalChart";
-import { Alert, Badge, Button, Card, Empty, Field, PageHeader, Stat } from "../components/ui";
-import { ago, count, label, num, percent, pValue, when } from "../format";
+import { Alert, Badge, Button, Card, Empty, Field, PageHeader, Stat, StatusFilter } from "../components/ui";
+import { ago, count, num, percent, pValue, when } from "../format";
 import { useHashParam, usePoll } from "../hooks";
 import { useSession } from "../session";
 import { metricTitle } from "./ModelRegistry";
@@ -29,10 +29,7 @@ export function Experiments() {
         title="A/B Testing"
         subtitle="Two versions of a model on live traffic: which one users prefer, with how much confidence."
         actions={
-          <select aria-label="filter by status" value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
-            <option value="">All statuses</option>
-            {STATUSES.map((s) => <option value={s}>{label(s)}</option>)}
-          </select>
+          <StatusFilter value={status} statuses={STATUSES} onChange={setStatus} />
         }
       />
       <div class="stats">

@@ -3,7 +3,7 @@
 // export → pairs → feedback).
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { api, ApiError, ok, type Lineage, type ModelVersion } from "../api/client";
-import { Alert, Badge, Button, Card, Empty, Field, PageHeader, Stat } from "../components/ui";
+import { Alert, Badge, Button, Card, Empty, Field, PageHeader, Stat, StatusFilter } from "../components/ui";
 import { ago, count, label, num, percent, shortId, usd, when } from "../format";
 import { usePoll } from "../hooks";
 import { useSession } from "../session";
@@ -55,10 +55,7 @@ export function ModelRegistry() {
         title="Model Registry"
         subtitle="Every trained version by name: its evaluation, where it came from, and which one takes the traffic."
         actions={
-          <select aria-label="filter by status" value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
-            <option value="">All statuses</option>
-            {STATUSES.map((s) => <option value={s}>{label(s)}</option>)}
-          </select>
+          <StatusFilter value={status} statuses={STATUSES} onChange={setStatus} />
         }
       />
       <div class="stats">
