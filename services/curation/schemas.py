@@ -77,7 +77,7 @@ class DatasetOut(BaseModel):
     sample_count: int
     quality_score: float | None
     validation_report: dict[str, Any] | None
-    export_format: str | None
+    export_format: Format | None
     export_url: str | None = Field(description="the current export's training file, downloaded through the API")
     export_version: int
     system_prompt: str | None
@@ -186,7 +186,7 @@ class ValidateRequest(Request):
 
 
 class ExportRequest(Request):
-    format: str = Field(min_length=1, max_length=50)  # checked against the dataset type, 422 naming it
+    format: Format  # and checked against the dataset type, 422 naming it
     validation_ratio: float | None = Field(default=None, ge=0, lt=1)
     split_seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 

@@ -22,6 +22,7 @@ from services.experiments.schemas import (
     ExtendBody,
     FullDeployBody,
     ReasonBody,
+    Status,
     Winner,
 )
 from shared.http import DB, Admin, CorrelationId, Curator, ServiceRoute, Viewer
@@ -68,7 +69,7 @@ async def create(body: ExperimentCreate, principal: Curator, database: DB, cache
 async def list_experiments(
     principal: Viewer,
     database: DB,
-    status: str | None = Query(default=None, pattern="^(" + "|".join(domain.STATUSES) + ")$"),
+    status: Status | None = None,
     model_name: str | None = Query(default=None, max_length=200),
     winner: Winner | None = None,
     limit: int = Query(default=50, ge=1, le=500),

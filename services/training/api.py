@@ -17,6 +17,7 @@ from services.training.schemas import (
     JobEventOut,
     JobOut,
     JobPage,
+    ProviderName,
     Status,
 )
 from services.training.settings import TrainingSettings, get_training_settings
@@ -68,7 +69,7 @@ async def list_jobs(
     principal: Viewer,
     database: DB,
     status: Status | None = None,
-    provider: str | None = Query(default=None, max_length=50),
+    provider: ProviderName | None = None,
     dataset_id: uuid.UUID | None = None,
     limit: int = Query(default=50, ge=1, le=500),
 ):

@@ -3,15 +3,17 @@
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from services.training.domain import STATUSES
+from services.training.providers import PROVIDERS
 from shared.downloads import public_export_ref, public_ref, public_refs
 
 Method = Literal["sft", "dpo"]
 Status = Literal[STATUSES]
+ProviderName = Literal[tuple(PROVIDERS)]  # the registry's providers (a new one is a new module)
 
 
 class JobCreate(BaseModel):
@@ -19,7 +21,7 @@ class JobCreate(BaseModel):
 
     dataset_id: uuid.UUID
     export_version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="default: the latest export")
-    provider: str = Field(min_length=1, max_length=50)
+    provider: ProviderName
     base_model: str = Field(min_length=1, max_length=500)
     method: Method = "sft"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
@@ -58,7 +60,7 @@ class JobOut(BaseModel):
     dataset_id: uuid.UUID
     export_version: int
     dataset_format: str
-    provider: str
+    provider: ProviderName
     base_model: str
     method: Method
     hyperparameters: dict[str, Any]
@@ -129,7 +131,9 @@ class JobEventOut(BaseModel):
 class BudgetSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    monthly_limit: Decimal = Field(ge=0, le=10_000_000, decimal_places=2, description="US dollars per month")
+    # A JSON number (cents at most), kept exact as a Decimal.
+    monthly_limit: Annotated[Decimal, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 10_000_000})] = Field(
+        ge=0, le=10_000_000, decimal_places=2, description="US dollars per month")
 
 
 class BudgetOut(BaseModel):

@@ -107,6 +107,16 @@ def test_the_gateway_serves_the_merge_of_these_documents(stack):
     assert httpx.get(f"{stack.gateway_url}/openapi.json").json() == merge(list(DOCUMENTS.values()))
 
 
+def test_enums_of_the_code_are_enums_and_numbers_are_numbers_in_the_documents():
+    schemas = {name: schema for doc in DOCUMENTS.values() for name, schema in doc["components"]["schemas"].items()}
+    assert schemas["JobCreate"]["properties"]["provider"]["enum"] == ["openai", "bedrock", "huggingface"]
+    assert schemas["BudgetSet"]["properties"]["monthly_limit"]["type"] == "number"
+    assert "openai_dpo" in schemas["ExportRequest"]["properties"]["format"]["enum"]
+    jobs = DOCUMENTS["training"]["paths"]["/api/fine-tuning/jobs"]["get"]["parameters"]
+    provider = next(p for p in jobs if p["name"] == "provider")
+    assert provider["schema"]["anyOf"][0]["enum"] == ["openai", "bedrock", "huggingface"]
+
+
 def fuzz(spec):
     schema = schemathesis.openapi.from_dict(DOCUMENTS[spec.name],
                                             config=schemathesis.config.SchemathesisConfig.from_dict(CONFIG))

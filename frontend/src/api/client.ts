@@ -19,6 +19,9 @@ export type ModelVersion = Schemas["ModelOut"];
 export type HistoryEntry = Schemas["HistoryOut"];
 export type Lineage = Schemas["LineageOut"];
 export type Experiment = Schemas["ExperimentOut"];
+export type ExperimentStatus = Experiment["status"];
+export type Provider = Job["provider"];
+export type ExportFormat = DatasetExport["format"];
 
 // An experiment's analysis (services/experiments/domain.py analyse(), typed in its OpenAPI as
 // ExperimentResults): live while it runs, stored when it ends.

@@ -972,7 +972,7 @@ export interface components {
              * Monthly Limit
              * @description US dollars per month
              */
-            monthly_limit: number | string;
+            monthly_limit: number;
         };
         /**
          * BulkCreate
@@ -1126,7 +1126,7 @@ export interface components {
                 [key: string]: unknown;
             } | null;
             /** Export Format */
-            export_format: string | null;
+            export_format: ("openai_sft" | "openai_dpo" | "anthropic" | "bedrock_claude" | "trl_dpo" | "parquet" | "jsonl") | null;
             /**
              * Export Url
              * @description the current export's training file, downloaded through the API
@@ -1457,8 +1457,11 @@ export interface components {
         };
         /** ExportRequest */
         ExportRequest: {
-            /** Format */
-            format: string;
+            /**
+             * Format
+             * @enum {string}
+             */
+            format: "openai_sft" | "openai_dpo" | "anthropic" | "bedrock_claude" | "trl_dpo" | "parquet" | "jsonl";
             /** Validation Ratio */
             validation_ratio?: number | null;
             /** Split Seed */
@@ -1771,8 +1774,11 @@ export interface components {
              * @description default: the latest export
              */
             export_version?: number | null;
-            /** Provider */
-            provider: string;
+            /**
+             * Provider
+             * @enum {string}
+             */
+            provider: "openai" | "bedrock" | "huggingface";
             /** Base Model */
             base_model: string;
             /**
@@ -1811,8 +1817,11 @@ export interface components {
             export_version: number;
             /** Dataset Format */
             dataset_format: string;
-            /** Provider */
-            provider: string;
+            /**
+             * Provider
+             * @enum {string}
+             */
+            provider: "openai" | "bedrock" | "huggingface";
             /** Base Model */
             base_model: string;
             /**
@@ -1936,8 +1945,11 @@ export interface components {
             export_version: number;
             /** Dataset Format */
             dataset_format: string;
-            /** Provider */
-            provider: string;
+            /**
+             * Provider
+             * @enum {string}
+             */
+            provider: "openai" | "bedrock" | "huggingface";
             /** Base Model */
             base_model: string;
             /**
@@ -2684,7 +2696,7 @@ export interface operations {
     list_experiments_api_experiments_get: {
         parameters: {
             query?: {
-                status?: string | null;
+                status?: ("draft" | "running" | "paused" | "completed" | "cancelled") | null;
                 model_name?: string | null;
                 winner?: ("control" | "treatment" | "inconclusive") | null;
                 limit?: number;
@@ -4565,7 +4577,7 @@ export interface operations {
         parameters: {
             query?: {
                 status?: ("pending" | "validating" | "queued" | "training" | "completed" | "failed" | "cancelled") | null;
-                provider?: string | null;
+                provider?: ("openai" | "bedrock" | "huggingface") | null;
                 dataset_id?: string | null;
                 limit?: number;
             };

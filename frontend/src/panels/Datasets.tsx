@@ -1,7 +1,7 @@
 // Panel 2: training datasets. List with filters, create, edit, validate (the quality report per
 // rule, with examples), export in a format, and the versions with their files.
 import { useEffect, useState } from "preact/hooks";
-import { api, ApiError, download, ok, type Dataset, type DatasetExport } from "../api/client";
+import { api, ApiError, download, ok, type Dataset, type DatasetExport, type ExportFormat } from "../api/client";
 import { Alert, Badge, Button, Card, Empty, Field, PageHeader, StatusFilter } from "../components/ui";
 import { ago, count, label, when } from "../format";
 import { usePoll } from "../hooks";
@@ -11,7 +11,7 @@ type DatasetType = Dataset["dataset_type"];
 type Status = Dataset["status"];
 const TYPES: DatasetType[] = ["dpo", "preference_pairs", "instruction_tuning"];
 const STATUSES: Status[] = ["draft", "curating", "ready", "exported", "archived"];
-export const FORMATS = ["openai_sft", "openai_dpo", "anthropic", "bedrock_claude", "trl_dpo", "parquet", "jsonl"];
+export const FORMATS: ExportFormat[] = ["openai_sft", "openai_dpo", "anthropic", "bedrock_claude", "trl_dpo", "parquet", "jsonl"];
 const NEEDS_PAIRS = new Set(["openai_dpo", "trl_dpo"]);
 // Who may follow whom (the service refuses anything else with 409); `exported` only by an export.
 const NEXT: Record<Status, Status[]> = {
@@ -195,7 +195,7 @@ function DatasetDetail({ dataset, onChanged }: { dataset: Dataset; onChanged: ()
   };
 
   const validate = () => act("validate", async () => {
-    const r = (await ok(api.POST("/api/training-datasets/{dataset_id}/validate", { params: { path: { dataset_id: dataset.id } }, body: { format: format as never } }))) as unknown as Report;
+    const r = (await ok(api.POST("/api/training-datasets/{dataset_id}/validate", { params: { path: { dataset_id: dataset.id } }, body: { format } }))) as unknown as Report;
     setReport(r);
     notify(r.passed ? `Validation passed · quality ${r.quality_score.toFixed(2)}` : "Validation found blocking problems", r.passed ? "ok" : "error");
   });
@@ -240,7 +240,7 @@ function DatasetDetail({ dataset, onChanged }: { dataset: Dataset; onChanged: ()
         title="Validate & export"
         actions={
           <div class="inline-filters">
-            <select aria-label="format" value={format} onChange={(e) => setFormat(e.currentTarget.value)}>
+            <select aria-label="format" value={format} onChange={(e) => setFormat(e.currentTarget.value as ExportFormat)}>
               {formatsFor(dataset.dataset_type).map((f) => <option value={f}>{f}</option>)}
             </select>
             {can("curator") && <Button onClick={validate} busy={busy === "validate"}>Validate</Button>}

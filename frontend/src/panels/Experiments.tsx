@@ -2,7 +2,7 @@
 // intervals and lift, significance (Holm-adjusted), the sample-ratio check, the guardrails and the
 // recommendation with its reason; pause, resume, end, extend, full deploy.
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { api, ApiError, ok, type Experiment, type ExperimentResults, type GuardrailResult, type ConfidenceInterval, type LatencyGuardrailResult, type MetricResult, type Variant } from "../api/client";
+import { api, ApiError, ok, type Experiment, type ExperimentResults, type ExperimentStatus, type GuardrailResult, type ConfidenceInterval, type LatencyGuardrailResult, type MetricResult, type Variant } from "../api/client";
 import { IntervalChart, type Interval } from "../components/IntervalChart";
 import { Alert, Badge, Button, Card, Empty, Field, PageHeader, Stat, StatusFilter } from "../components/ui";
 import { ago, count, num, percent, pValue, when } from "../format";
@@ -11,10 +11,10 @@ import { useSession } from "../session";
 import { metricTitle } from "./ModelRegistry";
 
 const LIVE = new Set(["running", "paused", "draft"]);
-const STATUSES = ["draft", "running", "paused", "completed", "cancelled"];
+const STATUSES: ExperimentStatus[] = ["draft", "running", "paused", "completed", "cancelled"];
 
 export function Experiments() {
-  const [status, setStatus] = useState("");
+  const [status, setStatus] = useState<ExperimentStatus | "">("");
   const [id, setId] = useHashParam("id");
   const list = usePoll(() => ok(api.GET("/api/experiments", { params: { query: { status: status || undefined, limit: 100 } } })), 2000, [status]);
   const items = list.data?.items ?? [];

@@ -1,7 +1,7 @@
 // Panel 4: fine-tuning. Launch a job with its cost and the budget left shown first; the jobs;
 // one job's progress, loss curve and events, live while it runs; cancel.
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { api, ApiError, ok, type Estimate, type Job } from "../api/client";
+import { api, ApiError, ok, type Estimate, type Job, type Provider } from "../api/client";
 import { LossChart } from "../components/LossChart";
 import { Alert, Badge, Button, Card, Empty, Field, PageHeader, Progress, Stat } from "../components/ui";
 import { ago, count, shortId, usd, when } from "../format";
@@ -9,7 +9,7 @@ import { useDebounced, usePoll } from "../hooks";
 import { useSession } from "../session";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
-const PROVIDERS: { id: string; title: string; models: string[] }[] = [
+const PROVIDERS: { id: Provider; title: string; models: string[] }[] = [
   { id: "openai", title: "OpenAI", models: ["gpt-4o-mini-2024-07-18", "gpt-4.1-mini-2025-04-14", "gpt-4.1-nano-2025-04-14", "gpt-4o-2024-08-06"] },
   { id: "bedrock", title: "Anthropic on Bedrock", models: ["anthropic.claude-3-haiku-20240307-v1:0:200k"] },
   { id: "huggingface", title: "Local (TRL + LoRA)", models: [] },
@@ -18,7 +18,7 @@ const providerTitle = (id: string) => PROVIDERS.find((p) => p.id === id)?.title 
 
 export function FineTuning() {
   const { can } = useSession();
-  const [provider, setProvider] = useState("");
+  const [provider, setProvider] = useState<Provider | "">("");
   const [selectedId, setSelectedId] = useState<string | null>(null);
   const [launching, setLaunching] = useState(false);
   const jobs = usePoll(() => ok(api.GET("/api/fine-tuning/jobs", { params: { query: { provider: provider || undefined, limit: 100 } } })), 2000, [provider]);
@@ -44,7 +44,7 @@ export function FineTuning() {
       <Card
         title="Jobs"
         actions={
-          <select aria-label="provider" value={provider} onChange={(e) => setProvider(e.currentTarget.value)}>
+          <select aria-label="provider" value={provider} onChange={(e) => setProvider(e.currentTarget.value as Provider | "")}>
             <option value="">All providers</option>
             {PROVIDERS.map((p) => <option value={p.id}>{p.title}</option>)}
           </select>
@@ -90,7 +90,7 @@ function AdminCard({ limit, onSaved }: { limit: number | null; onSaved: () => vo
     e.preventDefault();
     setBusy(true);
     try {
-      await ok(api.PUT("/api/fine-tuning/budget", { body: { monthly_limit: value } }));
+      await ok(api.PUT("/api/fine-tuning/budget", { body: { monthly_limit: Number(value) } }));
       notify(`Monthly budget set to ${usd(Number(value))}`);
       onSaved();
     } catch (err) {
@@ -129,7 +129,7 @@ function LaunchJob({ onLaunched }: { onLaunched: (job: Job) => void }) {
   const exported = (datasets.data?.items ?? []).filter((d) => d.export_version > 0);
   const [datasetId, setDatasetId] = useState("");
   const [version, setVersion] = useState<number | null>(null);
-  const [provider, setProvider] = useState("huggingface");
+  const [provider, setProvider] = useState<Provider>("huggingface");
   const [model, setModel] = useState("");
   const [method, setMethod] = useState<"sft" | "dpo">("dpo");
   const [epochs, setEpochs] = useState(3);
@@ -206,7 +206,7 @@ function LaunchJob({ onLaunched }: { onLaunched: (job: Job) => void }) {
             </select>
           </Field>
           <Field label="Provider">
-            <select name="provider" value={provider} onChange={(e) => { setProvider(e.currentTarget.value); setModel(""); }}>
+            <select name="provider" value={provider} onChange={(e) => { setProvider(e.currentTarget.value as Provider); setModel(""); }}>
               {PROVIDERS.map((p) => <option value={p.id}>{p.title}</option>)}
             </select>
           </Field>
