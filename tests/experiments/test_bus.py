@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from shared.events import DeploymentRequested, ExperimentConcluded, ExperimentStarted, ModelDeployed, ResponseServed
-from shared.objectstore import LocalObjectStore
+from shared.objectstore import object_store_from_url
 from tests.support import envelope_of, eventually, of_org
 
 pytestmark = pytest.mark.asyncio
@@ -30,8 +30,10 @@ def servings(request, chat_backend):
         return [{"kind": "openai_compatible", "base_url": chat_backend.url, "model": m} for m in ("bot-v1", "bot-v2")]
     base, adapters = request.getfixturevalue("tiny_adapters")
     # The registry takes a local adapter only from the stack's object store (store:<key>), where training
-    # leaves its adapters: <data dir>/objects, the services' default.
-    store = LocalObjectStore(request.getfixturevalue("stack").data_dir / "objects")
+    # leaves its adapters: the one its services were given (RLHF_OBJECT_STORE_URL; a test module may set
+    # it for the whole run), else <data dir>/objects, the services' default.
+    stack = request.getfixturevalue("stack")
+    store = object_store_from_url(stack.env().get("RLHF_OBJECT_STORE_URL") or (stack.data_dir / "objects").as_uri())
     for k, url in adapters.items():
         shutil.copytree(Path(urlsplit(url).path), store.path(f"adapters/tests-{k}"), dirs_exist_ok=True)
     return [{"kind": "local", "base_model": base, "adapter_url": f"store:adapters/tests-{k}/"} for k in ("a", "b")]

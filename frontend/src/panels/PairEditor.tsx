@@ -43,9 +43,16 @@ export function PairEditor() {
   const [editing, setEditing] = useState<Pair | "new" | null>(null);
 
   useEffect(() => {
-    // The newest dataset that has pairs, or else the newest.
-    if (datasets.data && datasetId && !pairDatasets.some((d) => d.id === datasetId)) setDatasetId("");
-    else if (!datasetId && pairDatasets.length) setDatasetId((pairDatasets.find((d) => d.sample_count > 0) ?? pairDatasets[0]).id);
+    // A dataset chosen (in this tab, or just now in the select) stands; else the newest dataset that
+    // has pairs, or else the newest. Decided on the state as it is when this runs, not as it was
+    // when the list arrived: a choice made in between is kept.
+    if (!datasets.data) return;
+    setDatasetIdState((current) => {
+      if (current && pairDatasets.some((d) => d.id === current)) return current;
+      const next = pairDatasets.length ? (pairDatasets.find((d) => d.sample_count > 0) ?? pairDatasets[0]).id : "";
+      sessionStorage.setItem("rlhf.pairs.dataset", next);
+      return next;
+    });
   }, [pairDatasets.length]);
 
   const pairs = usePoll(
