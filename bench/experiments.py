@@ -30,6 +30,8 @@ import httpx
 import numpy as np
 import orjson
 
+from bench.rawhttp import RawClient
+
 ROOT = Path(__file__).parent.parent
 MODULE = "services.experiments.main"
 
@@ -166,29 +168,34 @@ async def open_loop(url: str, headers: dict, rate: float, seconds: float) -> dic
     totals: list[float] = []
     errors = 0
     total = int(rate * seconds)
-    # A few dozen connections: httpx's pool itself costs CPU in proportion to the connections it holds
-    # (with 1,000 the client starved the service on this machine); waits for a free connection are
-    # client time, not the router's (its overhead header is measured inside the service).
-    async with httpx.AsyncClient(headers=headers, timeout=30, limits=httpx.Limits(max_connections=32)) as client:
+    # The minimal client (bench.rawhttp): httpx's own CPU per request starved the router on 2 cores (it
+    # offered 200 req/s but 110-120 were answered). Waits for a free connection are client time, not
+    # the router's (its overhead header is measured inside the service).
+    parts = httpx.URL(url)
+    ask = [{"role": "user", "content": "hi"}]
+    bodies = [orjson.dumps({"model": "bench-bot", "user": f"u{i % 5000}", "messages": ask}) for i in range(total)]
+    async with RawClient(parts.port, headers, connections=32) as client:
         start = time.monotonic()
 
         async def one(i: int) -> None:
             nonlocal errors
-            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
             sent = time.monotonic()
             try:
-                answer = await client.post(url, json={"model": "bench-bot", "user": f"u{i % 5000}",
-                                                      "messages": [{"role": "user", "content": "hi"}]})
-            except httpx.HTTPError:
+                status, answer_headers, _ = await client.exchange(parts.path, bodies[i])
+            except (OSError, asyncio.IncompleteReadError):
                 errors += 1
                 return
-            if answer.status_code != 200:
+            if status != 200:
                 errors += 1
                 return
             totals.append((time.monotonic() - sent) * 1000)
-            overheads.append(float(answer.headers["x-rlhf-overhead-ms"]))
+            overheads.append(float(answer_headers[b"x-rlhf-overhead-ms"]))
 
-        await asyncio.gather(*(one(i) for i in range(total)))
+        tasks = []
+        for i in range(total):
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
         elapsed = time.monotonic() - start
     return {"rate": rate, "achieved": round(len(totals) / elapsed, 1), "errors": errors,
             "overhead_p50_ms": pct(overheads, 50), "overhead_p99_ms": pct(overheads, 99),

@@ -25,19 +25,23 @@ class RawClient:
             self.free.get_nowait()[1].close()
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        status, _, answer = await self.exchange(path, body)
+        return status, answer
+
+    async def exchange(self, path: str, body: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        """One POST: its status, its headers (lower-cased names) and its body."""
         reader, writer = await self.free.get()
         try:
             writer.write(f"POST {path} HTTP/1.1\r\n{self.head}content-length: {len(body)}\r\n\r\n".encode() + body)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
+            headers = {}
+            for line in head[:-4].split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            answer = await reader.readexactly(length)
+                headers[name.strip().lower()] = value.strip()
+            answer = await reader.readexactly(int(headers.get(b"content-length", 0)))
         except BaseException:
             writer.close()
             self.free.put_nowait(await asyncio.open_connection("127.0.0.1", self.port))
             raise
         self.free.put_nowait((reader, writer))
-        return int(head[9:12]), answer
+        return int(head[9:12]), headers, answer
