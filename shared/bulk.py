@@ -17,25 +17,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 COPY_THRESHOLD = 16
 
 
-async def _driver_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The session's asyncpg connection, with the session's transaction begun on it."""
-    conn = await session.connection()
-    await conn.exec_driver_sql("SELECT 1")  # through the adapter: BEGIN, if not sent yet, then this
-    return (await conn.get_raw_connection()).driver_connection
-
-
 async def copy_or_insert(
     session: AsyncSession, schema: str, table: str, columns: Sequence[str], records: Sequence[tuple]
 ) -> None:
     if not records:
         return
-    raw = await _driver_connection(session)
-    if len(records) >= COPY_THRESHOLD:
-        await raw.copy_records_to_table(table, schema_name=schema, columns=list(columns), records=records)
+    conn = await session.connection()
+    if len(records) < COPY_THRESHOLD:
+        names = ", ".join(f'"{c}"' for c in columns)
+        params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        # Through the adapter (asyncpg's executemany on a prepared statement): inside the transaction.
+        await conn.exec_driver_sql(f'INSERT INTO "{schema}"."{table}" ({names}) VALUES ({params})', list(records))
         return
-    names = ", ".join(f'"{c}"' for c in columns)
-    params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    await raw.executemany(f'INSERT INTO "{schema}"."{table}" ({names}) VALUES ({params})', records)
+    # COPY has no adapter call: begin the transaction through the adapter first (BEGIN, if not sent yet).
+    await conn.exec_driver_sql("SELECT 1")
+    raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+    await raw.copy_records_to_table(table, schema_name=schema, columns=list(columns), records=records)
 
 
 async def execute_json(session: AsyncSession, sql: str, rows: Sequence[Any], *args: Any) -> list[Any]:
