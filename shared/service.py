@@ -9,12 +9,14 @@ derive everything else from the specs found there."""
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -200,6 +202,10 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
             spec.register_consumers(db, broker, settings)
             consuming = asyncio.create_task(_consume(broker))
             tasks.append(consuming)
+        # What start-up made (modules, the app, clients) lives as long as the process: out of the
+        # collector's way, so that a full collection does not walk it again and again (pauses of tens
+        # of milliseconds on a request's path under load).
+        gc.freeze()
         log.info("service started", roles=sorted(roles))
         done = asyncio.create_task(stop.wait())
         finished, _ = await asyncio.wait([done, *tasks, *background], return_when=asyncio.FIRST_COMPLETED)
@@ -224,9 +230,21 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
         await db.dispose()
 
 
+def run_process(main: Coroutine[Any, Any, None]) -> None:
+    """A process's event loop: uvloop's (libuv, in C: less CPU per request and per event than
+    asyncio's own) where it is installed, as it is with the product's dependencies; else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # e.g. on Windows, where uvloop does not exist
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def main(spec: ServiceSpec) -> None:
     parser = argparse.ArgumentParser(description=f"Run the {spec.name} service")
     parser.add_argument("--role", action="append", choices=ROLES, help="run only these roles (repeatable)")
     args = parser.parse_args()
-    asyncio.run(run(spec, set(args.role or ROLES)))
+    run_process(run(spec, set(args.role or ROLES)))
 

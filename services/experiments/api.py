@@ -33,7 +33,9 @@ router = APIRouter(prefix="/api/experiments", tags=["experiments"], route_class=
 ab_test_router = APIRouter(prefix="/api/models/ab-test", tags=["experiments"], route_class=ServiceRoute)
 
 
-def batcher(request: Request) -> Batcher:
+# The dependencies are coroutines although they never wait: FastAPI runs a plain function in its
+# thread pool, a thread hop on every routed request for nothing.
+async def batcher(request: Request) -> Batcher:
     """The process's writer of exposures and served answers (created with the first request)."""
     state = request.app.state
     if getattr(state, "experiments_batcher", None) is None:
@@ -41,7 +43,7 @@ def batcher(request: Request) -> Batcher:
     return state.experiments_batcher
 
 
-def routes(request: Request) -> routing.RouteCache:
+async def routes(request: Request) -> routing.RouteCache:
     state = request.app.state
     if getattr(state, "experiments_routes", None) is None:
         state.experiments_routes = routing.RouteCache(state.db)
@@ -125,9 +127,11 @@ async def resume(experiment_id: uuid.UUID, principal: Curator, database: DB, cac
 
 
 @router.post("/{experiment_id}/complete", response_model=ExperimentOut)
-async def complete(experiment_id: uuid.UUID, principal: Curator, database: DB, cache: Routes,
+async def complete(experiment_id: uuid.UUID, principal: Curator, database: DB, cache: Routes, batch: Batch,
                    cid: CorrelationId, body: ReasonBody | None = None):
-    """Ends it: results and winner stored, ExperimentConcluded on the bus."""
+    """Ends it: results and winner stored, ExperimentConcluded on the bus. The exposures this process
+    still holds are written first, so that the result counts every unit it has assigned."""
+    await batch.drain()
     return await _move(experiment_id, "complete", principal, database, cache, cid, body)
 
 
@@ -145,10 +149,12 @@ async def extend(experiment_id: uuid.UUID, body: ExtendBody, principal: Curator,
 
 
 @router.post("/{experiment_id}/full-deploy", response_model=ExperimentOut)
-async def full_deploy(experiment_id: uuid.UUID, principal: Admin, database: DB, cache: Routes, cid: CorrelationId,
-                      body: FullDeployBody | None = None):
-    """Concludes the experiment and asks the registry (DeploymentRequested) to deploy the winner."""
+async def full_deploy(experiment_id: uuid.UUID, principal: Admin, database: DB, cache: Routes, batch: Batch,
+                      cid: CorrelationId, body: FullDeployBody | None = None):
+    """Concludes the experiment (with this process's pending exposures written first, as for
+    complete) and asks the registry (DeploymentRequested) to deploy the winner."""
     body = body or FullDeployBody()
+    await batch.drain()
     async with database.unit_of_work() as uow:
         row = await handlers.full_deploy(uow, principal.organization, experiment_id, actor=principal.name,
                                          variant=body.variant, reason=body.reason, correlation_id=cid)

@@ -30,7 +30,8 @@ router = APIRouter(prefix="/api/feedback", tags=["feedback"], route_class=Servic
 
 
 
-def filters(
+# A coroutine though it never waits: FastAPI runs a plain function in its thread pool.
+async def filters(
     status: ReviewStatus | None = None,
     feedback_type: FeedbackType | None = None,
     tag: str | None = Query(default=None, max_length=64),

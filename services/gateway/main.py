@@ -3,7 +3,6 @@
     python -m services.gateway.main
 """
 
-import asyncio
 from contextlib import asynccontextmanager
 
 import httpx
@@ -13,7 +12,7 @@ from services.gateway import api, docs, health, security, ui
 from services.gateway.forwarded import ForwardedForMiddleware
 from shared.http import create_app
 from shared.observability import configure_logging
-from shared.service import load_specs
+from shared.service import load_specs, run_process
 from shared.settings import Settings, get_settings
 
 DEFAULT_PORT = 8000
@@ -46,7 +45,7 @@ def main() -> None:
         build_app(settings), host=settings.rlhf_http_host, port=settings.rlhf_http_port or DEFAULT_PORT,
         log_level="warning", access_log=False,
     )
-    asyncio.run(uvicorn.Server(config).serve())
+    run_process(uvicorn.Server(config).serve())
 
 
 if __name__ == "__main__":
