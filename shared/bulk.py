@@ -47,5 +47,6 @@ async def execute_json(session: AsyncSession, sql: str, rows: Sequence[Any], *ar
     if not rows:
         return []
     conn = await session.connection()
-    result = await conn.exec_driver_sql(sql, (orjson.dumps(rows).decode(), *args))
+    # str() for what orjson does not know: asyncpg's own UUID type, as read back from a row.
+    result = await conn.exec_driver_sql(sql, (orjson.dumps(rows, default=str).decode(), *args))
     return result.all() if result.returns_rows else []

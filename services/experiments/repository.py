@@ -20,7 +20,9 @@ from services.experiments.models import (
     ServedResponse,
     VariantUnits,
 )
+from shared.bulk import execute_json
 
+SCHEMA = Experiment.__table__.schema
 LIVE_STATUSES = ("running", "paused")
 ROWS_PER_STATEMENT = 2000  # a statement takes at most 32,767 parameters
 
@@ -142,23 +144,22 @@ async def list_experiments(session: AsyncSession, organization: str, filters: Ex
 
 # ---- exposures and outcomes -------------------------------------------------------------------------
 
+_RECORD_EXPOSURES = f"""
+    WITH new AS (
+        INSERT INTO "{SCHEMA}".exposures (experiment_id, unit, variant)
+        SELECT f.* FROM jsonb_to_recordset($1::jsonb) AS f(experiment_id uuid, unit text, variant text)
+        ON CONFLICT DO NOTHING
+        RETURNING experiment_id, variant)
+    INSERT INTO "{SCHEMA}".variant_units AS v (experiment_id, variant, units)
+    SELECT experiment_id, variant, count(*) FROM new GROUP BY experiment_id, variant ORDER BY experiment_id, variant
+    ON CONFLICT (experiment_id, variant) DO UPDATE SET units = v.units + excluded.units"""
+
+
 async def record_exposures(session: AsyncSession, rows: Sequence[tuple[uuid.UUID, str, str]]) -> None:
-    """First exposures of (experiment, unit, variant), in one statement; the units per variant grow by
-    the ones that were new."""
-    if not rows:
-        return
-    unique = list({(e, u): (e, u, v) for e, u, v in rows}.values())
-    counts: dict[tuple[uuid.UUID, str], int] = {}
-    for chunk in chunks(unique):
-        stmt = (insert(Exposure).values([{"experiment_id": e, "unit": u, "variant": v} for e, u, v in chunk])
-                .on_conflict_do_nothing().returning(Exposure.experiment_id, Exposure.variant))
-        for experiment_id, variant in (await session.execute(stmt)).all():
-            counts[(experiment_id, variant)] = counts.get((experiment_id, variant), 0) + 1
-    if counts:
-        ins = insert(VariantUnits).values([{"experiment_id": e, "variant": v, "units": n}
-                                           for (e, v), n in sorted(counts.items())])
-        await session.execute(ins.on_conflict_do_update(
-            index_elements=["experiment_id", "variant"], set_={"units": VariantUnits.units + ins.excluded.units}))
+    """First exposures of (experiment, unit, variant), and the units per variant grown by the ones
+    that were new: one prepared statement for any batch (the batch is one JSON parameter)."""
+    unique = {(e, u): {"experiment_id": e, "unit": u, "variant": v} for e, u, v in rows}
+    await execute_json(session, _RECORD_EXPOSURES, list(unique.values()))
 
 
 async def add_outcomes(session: AsyncSession, tallies: dict[tuple[uuid.UUID, str, str], domain.Tally]) -> None:
@@ -200,9 +201,17 @@ async def variant_data(session: AsyncSession, experiment_id: uuid.UUID) -> dict[
     return {v: domain.VariantData(units.get(v, 0), tallies.get(v, {}), buckets.get(v, {})) for v in domain.VARIANTS}
 
 
+_ADD_SERVED = f"""
+    INSERT INTO "{SCHEMA}".served_responses (response_id, organization, experiment_id, variant, served_at)
+    SELECT f.response_id, f.organization, f.experiment_id, f.variant, coalesce(f.served_at, now())
+    FROM jsonb_to_recordset($1::jsonb) AS f(response_id text, organization text, experiment_id uuid, variant text,
+                                            served_at timestamptz)
+    ON CONFLICT DO NOTHING"""
+
+
 async def add_served(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    for chunk in chunks(rows):
-        await session.execute(insert(ServedResponse).values(list(chunk)).on_conflict_do_nothing())
+    """Which experiment and variant served each response (rows without `served_at` are served now)."""
+    await execute_json(session, _ADD_SERVED, rows)
 
 
 async def served(session: AsyncSession, organization: str, response_ids: Iterable[str]) -> dict[str, ServedResponse]:
