@@ -2,8 +2,14 @@
 
 For each batch from Kafka: envelopes that can never be processed (bad JSON, bad schema, unknown
 type or version) go to `<topic>.dlq` with the reason in their headers; the rest are claimed in the
-processed-events table and handled in ONE transaction with their effects. Offsets are committed by
-FastStream only after that commit (AckPolicy.NACK_ON_ERROR); a failure seeks back and redelivers.
+processed-events table and handled in ONE transaction with their effects. A batch's offsets are
+committed only after that commit, and only up to its own last records.
+
+Batches are pipelined, two deep: while batch N's transaction runs, batch N+1 is fetched and decoded
+(CPU that would otherwise wait for the database); N+1's transaction starts only after N's commit, so
+effects are applied in offset order, and N's offsets are committed beside it, in batch order. A batch
+that fails for good (a transient error outlasting its retries) is rewound, and the batch decoded
+behind it is dropped and rewound too: both come again.
 """
 
 import asyncio
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from asyncpg import PostgresConnectionError
 from asyncpg.exceptions import DeadlockDetectedError, SerializationError
 from faststream import AckPolicy
@@ -31,6 +37,7 @@ from shared.observability import EVENTS_CONSUMED, EVENTS_FAILED, get_logger
 from shared.settings import Settings
 
 log = get_logger(__name__)
+DECODE_SLICE = 10
 
 
 def processed_events_table(metadata: MetaData) -> Table:
@@ -103,6 +110,10 @@ class Route:
     accepts: type[Event] | None = None
 
 
+# A batch decoded: per topic, its route and the records that decode with their deliveries.
+Decoded = list[tuple[str, Route, list[tuple[ConsumerRecord, Delivery]]]]
+
+
 class IdempotentConsumer:
     """Subscribes a service's handlers, one per topic, as ONE member of the consumer group named
     after the service (rlhf.<service>): one consumer per process, so joining the group is one
@@ -131,6 +142,9 @@ class IdempotentConsumer:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.group_id = f"rlhf.{service}"
+        self._inflight: _Inflight | None = None
+        self._committing: asyncio.Task | None = None
+        self._closing = False
         # The batch's ids as one JSON parameter (shared/bulk.py): a batch costs one small statement.
         self._claim_sql = (
             f'INSERT INTO "{processed.schema}".{processed.name} (event_id, topic) '
@@ -143,7 +157,7 @@ class IdempotentConsumer:
             batch=True,
             max_records=max_records,
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL,  # offsets are committed by _settle, per batch, explicitly
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             fetch_max_wait_ms=fetch_max_wait_ms,
@@ -152,31 +166,89 @@ class IdempotentConsumer:
 
     async def _consume(self, body: Any, msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
-        await self.process(records)
-        failpoint("consumer.after_db_commit")  # the effect is committed, the offset not yet
+        try:
+            decoded = await self.decode(records)  # while the previous batch's transaction runs
+        except BaseException:  # e.g. the dead-letter topic unreachable: this batch comes again
+            if await self._after_previous(msg.consumer, records):
+                _rewind(msg.consumer, records)
+            raise
+        if not await self._after_previous(msg.consumer, records) or self._closing:
+            return  # when closing: not committed, so redelivered to whoever consumes next
+        self._inflight = _Inflight(records, asyncio.create_task(self._settle(decoded, records, msg.consumer)))
 
-    async def process(self, records: Sequence[ConsumerRecord]) -> None:
+    async def _after_previous(self, consumer: Any, records: Sequence[ConsumerRecord]) -> bool:
+        """Waits for the batch in flight. If it was rewound and this batch was read before that (it
+        starts past the rewound offsets), this one is rewound too (where the first did not already
+        go further back), and the answer is False. A batch read after the rewind starts at them."""
+        previous, self._inflight = self._inflight, None
+        if previous is None or await previous:
+            return True
+        rewound = _earliest(previous.records)
+        if all(offset <= rewound[tp] for tp, offset in _earliest(records).items() if tp in rewound):
+            return True
+        _rewind(consumer, records, keep=rewound)
+        return False
+
+    async def drain(self) -> None:
+        """At shutdown, before the broker stops: the batch in flight is committed (effects and
+        offsets), and no further batch is started."""
+        self._closing = True
+        if self._inflight is not None:
+            await self._inflight
+        if self._committing is not None:
+            await self._committing
+
+    async def _settle(self, decoded: Decoded, records: Sequence[ConsumerRecord], consumer: Any) -> bool:
+        """Applies a decoded batch, then has its offsets committed; False if it was rewound instead."""
+        try:
+            for topic, route, good in decoded:
+                await self._apply_topic(topic, route, good)
+        except Exception as exc:
+            log.warning("batch not applied: rewound, to come again", error=f"{type(exc).__name__}: {exc}")
+            _rewind(consumer, records)
+            return False
+        failpoint("consumer.after_db_commit")  # the effect is committed, the offset not yet
+        # The offsets are committed beside the next batch's transaction, in batch order.
+        self._committing = asyncio.create_task(self._commit(consumer, records, self._committing))
+        return True
+
+    @staticmethod
+    async def _commit(consumer: Any, records: Sequence[ConsumerRecord], before: "asyncio.Task | None") -> None:
+        if before is not None:
+            await before
+        try:
+            await consumer.commit({tp: offset + 1 for tp, offset in _latest(records).items()})
+        except Exception as exc:  # e.g. the partitions moved to another member: it repeats them, without effect
+            log.warning("offsets not committed", error=f"{type(exc).__name__}: {exc}")
+
+    async def decode(self, records: Sequence[ConsumerRecord]) -> Decoded:
+        """Per topic, the records that decode, with their deliveries; the rest are dead-lettered."""
         by_topic: dict[str, list[ConsumerRecord]] = {}
         for record in records:
             by_topic.setdefault(record.topic, []).append(record)
+        decoded = []
         for topic, topic_records in by_topic.items():
-            await self._process_topic(topic, self.routes[topic], topic_records)
+            route = self.routes[topic]
+            good: list[tuple[ConsumerRecord, Delivery]] = []
+            for i, record in enumerate(topic_records):
+                if i % DECODE_SLICE == DECODE_SLICE - 1:
+                    # Let the batch in flight go on: its next statement waits for this loop otherwise.
+                    await asyncio.sleep(0)
+                try:
+                    delivery = decode_record(record, route.accepts)
+                    if route.accepts and not isinstance(delivery.event, route.accepts):
+                        raise WrongEventType(
+                            f"{delivery.envelope.type} v{delivery.envelope.version} on a topic of "
+                            f"{route.accepts.type_name} v{route.accepts.version}"
+                        )
+                    good.append((record, delivery))
+                except (ValueError, ValidationError, UnknownEvent) as exc:
+                    await self.dead_letter(record, exc)
+            if good:
+                decoded.append((topic, route, good))
+        return decoded
 
-    async def _process_topic(self, topic: str, route: Route, records: Sequence[ConsumerRecord]) -> None:
-        good: list[tuple[ConsumerRecord, Delivery]] = []
-        for record in records:
-            try:
-                delivery = decode_record(record, route.accepts)
-                if route.accepts and not isinstance(delivery.event, route.accepts):
-                    raise WrongEventType(
-                        f"{delivery.envelope.type} v{delivery.envelope.version} on a topic of "
-                        f"{route.accepts.type_name} v{route.accepts.version}"
-                    )
-                good.append((record, delivery))
-            except (ValueError, ValidationError, UnknownEvent) as exc:
-                await self.dead_letter(record, exc)
-        if not good:
-            return
+    async def _apply_topic(self, topic: str, route: Route, good: list[tuple[ConsumerRecord, Delivery]]) -> None:
         try:
             await self._apply_with_retries(topic, route, [d for _, d in good])
         except Exception as exc:
@@ -242,6 +314,41 @@ class IdempotentConsumer:
         EVENTS_CONSUMED.labels(self.service, record.topic, "dead_lettered").inc()
         EVENTS_FAILED.labels(self.service, record.topic, type(exc).__name__).inc()
         log.warning("message dead-lettered", topic=record.topic, offset=record.offset, reason=reason)
+
+
+@dataclass
+class _Inflight:
+    """A batch whose transaction (and then offset commit) is under way."""
+
+    records: Sequence[ConsumerRecord]
+    task: "asyncio.Task[bool]"
+
+    def __await__(self):
+        return self.task.__await__()
+
+
+def _earliest(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
+    first: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        first[tp] = min(first.get(tp, r.offset), r.offset)
+    return first
+
+
+def _latest(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
+    last: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        last[tp] = max(last.get(tp, r.offset), r.offset)
+    return last
+
+
+def _rewind(consumer: Any, records: Sequence[ConsumerRecord], keep: Mapping[TopicPartition, int] = {}) -> None:  # noqa: B006
+    """Each partition of the batch is read again from its earliest record (except those in `keep`,
+    already rewound further back)."""
+    for tp, offset in _earliest(records).items():
+        if tp not in keep:
+            consumer.seek(tp, offset)
 
 
 def consumer_options(settings: Settings, **overrides: Any) -> dict[str, Any]:

@@ -165,7 +165,7 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    broker = producer = relay = server = consuming = None
+    broker = producer = relay = server = consuming = consumer = None
     tasks: list[asyncio.Task] = []
     background: list[asyncio.Task] = []
     try:
@@ -199,7 +199,7 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
             # Last, and not awaited by the API: joining the consumer group takes seconds (on Tansu ~5 s),
             # and the routes need not wait for it. Events wait in Kafka meanwhile.
             broker = KafkaBroker(settings.require_kafka(), enable_idempotence=False, logger=None)
-            spec.register_consumers(db, broker, settings)
+            consumer = spec.register_consumers(db, broker, settings)
             consuming = asyncio.create_task(_consume(broker))
             tasks.append(consuming)
         # What start-up made (modules, the app, clients) lives as long as the process: out of the
@@ -223,6 +223,9 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
         if consuming:
             consuming.cancel()
         await asyncio.gather(*tasks, *background, return_exceptions=True)
+        if consumer:
+            with contextlib.suppress(Exception, TimeoutError):  # else it comes again after the restart
+                await asyncio.wait_for(consumer.drain(), 15)
         if broker:
             await broker.stop()
         if producer:

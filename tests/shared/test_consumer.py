@@ -1,12 +1,14 @@
-"""The idempotent consumer on the real broker and database: transient errors are retried, a poison
-message inside a batch is isolated to the dead-letter topic, repeats have one effect."""
+"""The idempotent consumer on the real broker and database: transient errors are retried, a batch
+that outlasts its retries comes again (with the batch read behind it) in order, a poison message
+inside a batch is isolated to the dead-letter topic, repeats have one effect."""
 
+import asyncio
 import uuid
 
 import pytest
 import pytest_asyncio
 from faststream.kafka import KafkaBroker
-from sqlalchemy import Column, MetaData, Table, Text, func, select, text
+from sqlalchemy import BigInteger, Column, Identity, MetaData, Table, Text, func, select, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import OperationalError
 
@@ -26,7 +28,8 @@ async def scratch(migrated):
     schema = f"consumer_{uuid.uuid4().hex[:8]}"
     topic = f"rlhf.test.{schema}.v1"
     metadata = MetaData(schema=schema)
-    effects = Table("effects", metadata, Column("event_id", UUID(as_uuid=True)), Column("query", Text))
+    effects = Table("effects", metadata, Column("event_id", UUID(as_uuid=True)), Column("query", Text),
+                    Column("seq", BigInteger, Identity()))  # the order effects were applied in
     processed = processed_events_table(metadata)
     db = Database(migrated.database_url, schema=schema, producer="tests", pool_size=2)
     async with db.engine.begin() as conn:
@@ -39,11 +42,11 @@ async def scratch(migrated):
     await db.dispose()
 
 
-async def run_consumer(migrated, scratch, handler):
+async def run_consumer(migrated, scratch, handler, **options):
     db, effects, processed, topic = scratch
     broker = KafkaBroker(migrated.kafka_bootstrap, enable_idempotence=False, logger=None)
     IdempotentConsumer(db, broker, processed, service=f"test-{uuid.uuid4().hex[:6]}", routes={topic: Route(handler)},
-                       retry_backoff=0.01, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+                       **({"retry_backoff": 0.01, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000} | options))
     await broker.start()
     return broker
 
@@ -84,6 +87,45 @@ async def test_transient_errors_are_retried_and_applied_once(migrated, scratch, 
         await eventually(lambda: _count(db, effects, 3))
         assert await effect_queries(db, effects) == ["a", "b", "marker"]  # the failed attempts rolled back
         assert failures["left"] == 0
+    finally:
+        await broker.stop()
+
+
+async def test_a_batch_failing_past_its_retries_comes_again_with_the_batch_read_behind_it(migrated, scratch, kafka):
+    """Batches are pipelined (the next one is decoded while one is applied): a batch whose retries
+    run out is rewound, alone (nothing behind it) or with the batch already read behind it, and
+    everything is then applied once, in offset order."""
+    db, effects, _, topic = scratch
+    failing = {"a": 3, "c": 3}  # more failures than one delivery's two attempts (max_retries=1)
+    jumped: list[list[str]] = []
+    c_in_flight = asyncio.Event()
+
+    async def flaky(uow, deliveries):
+        queries = [d.event.query for d in deliveries]
+        if "d" in queries and "c" not in queries and failing["c"]:
+            jumped.append(queries)  # what was read behind "c" handled before "c" was
+        for q in queries:
+            if failing.get(q):
+                failing[q] -= 1
+                if q == "c":
+                    c_in_flight.set()
+                    await asyncio.sleep(0.7)  # slow enough for the next batch to be read and decoded
+                raise OperationalError("INSERT", {}, ConnectionResetError("connection reset by peer"))
+        await uow.session.execute(effects.insert(), [{"event_id": d.envelope.event_id, "query": d.event.query}
+                                                     for d in deliveries])
+
+    broker = await run_consumer(migrated, scratch, flaky, max_retries=1, fetch_max_wait_ms=50)
+    try:
+        await publish(kafka, topic, ["a", "b"])  # rewound with nothing behind it: still comes again
+        await eventually(lambda: _count(db, effects, 2))
+        await publish(kafka, topic, ["c"])
+        await asyncio.wait_for(c_in_flight.wait(), 30)
+        await publish(kafka, topic, ["d", "e"])  # read while "c" fails: dropped with it, then again
+        await eventually(lambda: _count(db, effects, 5))
+        async with db.read() as s:
+            applied = list((await s.execute(select(effects.c.query).order_by(effects.c.seq))).scalars())
+        assert applied == ["a", "b", "c", "d", "e"]
+        assert failing == {"a": 0, "c": 0} and jumped == []
     finally:
         await broker.stop()
 
