@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     # Set by `rlhf up` when it starts the embedded broker, which keeps topics in memory: each relay
     # publishes its retained outbox again when it finds the broker fresh (see shared/outbox.py).
     rlhf_outbox_replay_on_fresh_broker: bool = False
-    rlhf_consumer_max_records: int = 500
+    rlhf_consumer_max_records: int = 1000
     rlhf_consumer_session_timeout_ms: int = 10_000
     rlhf_consumer_heartbeat_interval_ms: int = 3_000
     # How long the broker may hold a fetch that finds nothing new. Tansu answers an empty fetch only

