@@ -217,7 +217,7 @@ class IdempotentConsumer:
         if before is not None:
             await before
         try:
-            await consumer.commit({tp: offset + 1 for tp, offset in _latest(records).items()})
+            await consumer.commit({tp: offset + 1 for tp, offset in _per_partition(records, max).items()})
         except Exception as exc:  # e.g. the partitions moved to another member: it repeats them, without effect
             log.warning("offsets not committed", error=f"{type(exc).__name__}: {exc}")
 
@@ -327,20 +327,17 @@ class _Inflight:
         return self.task.__await__()
 
 
+def _per_partition(records: Sequence[ConsumerRecord], pick: Callable[[int, int], int]) -> dict[TopicPartition, int]:
+    """Per partition, the records' earliest (pick=min) or latest (pick=max) offset."""
+    found: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        found[tp] = pick(found.get(tp, r.offset), r.offset)
+    return found
+
+
 def _earliest(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
-    first: dict[TopicPartition, int] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        first[tp] = min(first.get(tp, r.offset), r.offset)
-    return first
-
-
-def _latest(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
-    last: dict[TopicPartition, int] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        last[tp] = max(last.get(tp, r.offset), r.offset)
-    return last
+    return _per_partition(records, min)
 
 
 def _rewind(consumer: Any, records: Sequence[ConsumerRecord], keep: Mapping[TopicPartition, int] = {}) -> None:  # noqa: B006
