@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import IllegalStateError
 from asyncpg import PostgresConnectionError
 from asyncpg.exceptions import DeadlockDetectedError, SerializationError
 from faststream import AckPolicy
@@ -37,7 +38,7 @@ from shared.observability import EVENTS_CONSUMED, EVENTS_FAILED, get_logger
 from shared.settings import Settings
 
 log = get_logger(__name__)
-DECODE_SLICE = 10
+DECODE_SLICE = 10  # records decoded between turns of the batch in flight (~0.2 ms of CPU)
 
 
 def processed_events_table(metadata: MetaData) -> Table:
@@ -345,7 +346,10 @@ def _rewind(consumer: Any, records: Sequence[ConsumerRecord], keep: Mapping[Topi
     already rewound further back)."""
     for tp, offset in _earliest(records).items():
         if tp not in keep:
-            consumer.seek(tp, offset)
+            try:
+                consumer.seek(tp, offset)
+            except IllegalStateError:  # no longer ours: its new owner reads on from the committed offset
+                log.info("partition moved before its rewind", partition=str(tp))
 
 
 def consumer_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
