@@ -7,13 +7,13 @@ the door with a 422 naming the field, in every service, before a route sees it:
 - integers beyond 64 bits (JSONB takes them, the event encoder does not);
 - nesting deeper than MAX_DEPTH (free-form fields such as `feedback_value` would carry it everywhere).
 
-Malformed JSON is left to FastAPI, which answers its usual 422. The checks cost one C parse and
-one walk of the parsed body; field-specific ranges stay with each field's schema, helped by the
-types below (`StorableDatetime`: a moment that exists in UTC, as PostgreSQL's timestamptz needs).
+Malformed JSON is left to FastAPI, which answers its usual 422. The checks cost one C parse, two
+byte scans and a walk of the body's objects and arrays (the walk of every value, naming its path,
+only when a scan finds a NUL escape or a long run of digits, or the nesting is too deep).
+Field-specific ranges stay with each field's schema, helped by the types below (`StorableDatetime`: a moment that exists in UTC, as PostgreSQL's timestamptz needs).
 """
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -24,7 +24,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_DEPTH = 32
 MAX_INT = 2**63 - 1
-_LONG_INT = re.compile(rb"\d{19,}")
+# Every digit as "0", so that 19 digits in a row (an integer beyond 64 bits, or a long fraction) are
+# one substring search: the regex \d{19,} took 8 ms over a 1,000-item batch body, this 0.5 ms.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+_NUL_ESCAPE = b"\\u0000"  # how JSON writes a NUL character (a raw one is not JSON)
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
@@ -84,9 +88,26 @@ def json_problem(body: bytes) -> tuple[str, str] | None:
         except ValueError:
             return None  # malformed: FastAPI names the position
         return "body", f"not strict JSON: {exc} (NaN, Infinity and lone surrogates are refused)"
-    if _LONG_INT.search(body):
+    if _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO):
         doc = json.loads(body)  # orjson reads integers beyond 64 bits as floats: look at the exact ones
+    elif _NUL_ESCAPE not in body and not _deeper_than(doc, MAX_DEPTH):
+        # No NUL can be in a string or key without its escape in the body, no integer beyond 64 bits
+        # without 19 digits in a row: only the depth was left to check (the whole walk, which builds
+        # every value's path, was a quarter of a 1,000-item batch's CPU).
+        return None
     return _walk(doc)
+
+
+def _deeper_than(doc: Any, limit: int) -> bool:
+    stack = [(doc, 0)] if isinstance(doc, dict | list) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth >= limit:
+            return True
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _walk(doc: Any) -> tuple[str, str] | None:
