@@ -10,7 +10,8 @@ the door with a 422 naming the field, in every service, before a route sees it:
 Malformed JSON is left to FastAPI, which answers its usual 422. The checks cost one C parse, two
 byte scans and a walk of the body's objects and arrays (the walk of every value, naming its path,
 only when a scan finds a NUL escape or a long run of digits, or the nesting is too deep).
-Field-specific ranges stay with each field's schema, helped by the types below (`StorableDatetime`: a moment that exists in UTC, as PostgreSQL's timestamptz needs).
+Field-specific ranges stay with each field's schema, helped by the types below
+(`StorableDatetime`: a moment that exists in UTC, as PostgreSQL's timestamptz needs).
 """
 
 import json
