@@ -128,7 +128,7 @@ def kafka_headers(row) -> list[tuple[str, bytes]]:
     """Kafka headers repeating the envelope's routing fields, so tools can filter without parsing."""
     return [
         ("content-type", b"application/json"),
-        ("event_id", str(row.event_id).encode()),  # the relay reads it as text already
+        ("event_id", row.event_id.encode()),  # the relay reads it as text
         ("event_type", row.event_type.encode()),
         ("organization", row.organization.encode()),
         ("correlation_id", row.correlation_id.encode()),

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.experiments import domain
 from services.experiments.models import (
+    SCHEMA,
     Experiment,
     Exposure,
     LatencyBucket,
@@ -22,7 +23,6 @@ from services.experiments.models import (
 )
 from shared.bulk import execute_json
 
-SCHEMA = Experiment.__table__.schema
 LIVE_STATUSES = ("running", "paused")
 ROWS_PER_STATEMENT = 2000  # a statement takes at most 32,767 parameters
 
