@@ -819,8 +819,16 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
 
         db = Db(await asyncpg.connect(dsn))
         try:
-            full, port, _ = services.start("api", "relay", "consumer", name="feedback-full")
-            meter.add("service", lambda: _tree(full.pid))
+            # The processes `rlhf up` runs: the relay in its own when the service asks for it.
+            from services.feedback.main import SPEC
+
+            if SPEC.relay_process:
+                full, port, _ = services.start("api", "consumer", name="feedback-full")
+                own_relay, _, _ = services.start("relay", name="feedback-relay")
+            else:
+                full, port, _ = services.start("api", "relay", "consumer", name="feedback-full")
+                own_relay = None
+            meter.add("service", lambda: [p for proc in (full, own_relay) if proc for p in _tree(proc.pid)])
             base = f"http://127.0.0.1:{port}"
             try:
                 log(f"batch ingest: {batches} × {BATCH_SIZE:,} items, concurrency {BATCH_CONCURRENCY}")
@@ -833,6 +841,8 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
                 await poll_until(db.drained, 120, "single POST backlog drained")
             finally:
                 services.stop(full)
+                if own_relay:
+                    services.stop(own_relay)
                 meter.add("service", lambda: [])
 
             log(f"relay: {relay_events:,} events through an api-only process, then a relay-only process")

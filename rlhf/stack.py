@@ -17,7 +17,7 @@ from services.gateway.main import DEFAULT_PORT as GATEWAY_PORT
 from shared import auth
 from shared.db import Database, make_engine
 from shared.infra import TansuBroker, start_postgres
-from shared.service import SERVICES_VARIABLE, ServiceSpec, load_specs, migrate, service_modules
+from shared.service import ROLES, SERVICES_VARIABLE, ServiceSpec, load_specs, migrate, service_modules
 
 GATEWAY_MODULE = "services.gateway.main"
 
@@ -98,17 +98,24 @@ class Stack:
 
     def start_services(self) -> None:
         for module, spec in self.services.items():
-            self._spawn(spec.name, module, self.env(RLHF_HTTP_PORT=str(self.port_of(spec))))
+            roles = [r for r in ROLES if r != "relay"] if spec.relay_process else []
+            self._spawn(spec.name, module, self.env(RLHF_HTTP_PORT=str(self.port_of(spec))), roles)
         routes = {spec.url_variable: self.url_of(spec) for spec in self.services.values()}
         self._spawn("gateway", GATEWAY_MODULE, self.env(RLHF_HTTP_PORT=str(self.gateway_port), **routes))
         for spec in self.services.values():
             self._wait_healthy(spec.name, self.port_of(spec))
         self._wait_healthy("gateway", self.gateway_port)
+        # Relays of their own start once every route answers: they take no requests, and their start
+        # would only slow the others'. Events written meanwhile wait in the outbox.
+        for module, spec in self.services.items():
+            if spec.relay_process:
+                self._spawn(f"{spec.name}-relay", module, self.env(), ["relay"])
 
-    def _spawn(self, name: str, module: str, env: dict[str, str]) -> None:
+    def _spawn(self, name: str, module: str, env: dict[str, str], roles: list[str] = ()) -> None:
         log = open(self.data_dir / "logs" / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", module, *(arg for role in roles for arg in ("--role", role))],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
         )
 
     def _wait_healthy(self, name: str, port: int, timeout: float = 60.0) -> None:

@@ -3,7 +3,7 @@ correlation ids. A service's api.py only declares its routes and maps its domain
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import AuthError, Forbidden, KeyVerifier, Principal, Role, client_address
 from shared.db import Database
 from shared.errors import DomainError, FieldValueError
-from shared.input_guard import InputGuardMiddleware
+from shared.input_guard import NOT_PARSED, PARSED_BODY, InputGuardMiddleware
 from shared.observability import HTTP_LATENCY, get_logger
 
 HTTP_STATUSES = {status.value for status in HTTPStatus}
@@ -101,6 +101,25 @@ class ServiceRoute(APIRoute):
         methods_set = {m.upper() for m in (methods or ["GET"])}
         declared = error_responses(*error_statuses(path, methods_set, get_dependant(path=path, call=endpoint)))
         super().__init__(path, endpoint, responses={**declared, **(responses or {})}, methods=methods, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_guarded_body(request: Request) -> Response:
+            return await handler(GuardedRequest(request.scope, request.receive))
+
+        return with_guarded_body
+
+
+class GuardedRequest(Request):
+    """A request whose JSON body the input guard parsed already (orjson, in C): `json()` returns that
+    document instead of parsing the body again with the stdlib (~5 ms for a 1,000-item batch)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            parsed = self.scope.get(PARSED_BODY, NOT_PARSED)
+            self._json = parsed if parsed is not NOT_PARSED else await super().json()
+        return self._json
 
 
 def field_errors(errors) -> list[dict]:

@@ -25,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared.bulk import copy_or_insert
 from shared.events import Event
@@ -179,6 +179,32 @@ def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
+@dataclass
+class _Claim:
+    """Outbox rows locked by the relay's open transaction on `conn`."""
+
+    conn: AsyncConnection
+    rows: list
+
+    async def release(self) -> None:
+        await self.conn.close()  # rolls back: the rows are unlocked, still unsent
+
+
+async def _release(claiming: "asyncio.Task[_Claim | None] | None") -> None:
+    """Undo a claim being made, whether it has finished or not."""
+    if claiming is None:
+        return
+    claiming.cancel()
+    await asyncio.wait([claiming])
+    if not claiming.cancelled() and claiming.exception() is None and claiming.result() is not None:
+        await claiming.result().release()
+
+
+async def _take(task: asyncio.Task):
+    """The task's result, waiting for it; shielded, so that cancelling the waiter does not cancel it."""
+    return await asyncio.shield(task)
+
+
 class OutboxRelay:
     """Publishes unsent outbox rows in id order, a batch per transaction, with FOR UPDATE SKIP LOCKED
     so that several relays can share one outbox without sending a row twice while both live.
@@ -228,27 +254,81 @@ class OutboxRelay:
         )
 
     async def relay_once(self) -> int:
-        """Publish one batch; returns how many rows were sent."""
-        async with self.engine.begin() as conn:
-            rows = (await conn.execute(self._select, {"n": self.batch_size})).all()
-            if not rows:
-                return 0
-            await self._send(rows)
-            failpoint("outbox.after_publish")
-            await conn.execute(self._mark, {"ids": [row.id for row in rows]})
-        for topic, count in Counter(row.topic for row in rows).items():  # a metric update per topic, not per row
-            EVENTS_PUBLISHED.labels(self.service, topic).inc(count)
-        return len(rows)
+        """Publish batches back to back while they come full; returns how many rows were sent.
 
-    async def _send(self, rows) -> None:
-        sends = [
+        Pipelined, two batches deep: batch N+1 is read (and locked) while N's events are on their
+        way to the broker, and N is marked sent while N+1's are. N+1's events go to the producer
+        only once every one of N's is acknowledged, so per-key order holds even when a send fails:
+        N+1 is then released unsent, and both come again in order. Each batch is its own
+        transaction; a mark that fails after a good send only means the batch is sent again."""
+        current = await self._claim()
+        if current is None:
+            return 0
+        sent, marking = 0, None
+        try:
+            acks = await self._enqueue(current.rows)
+            while True:
+                full = len(current.rows) == self.batch_size and not self._stopping.is_set()
+                claiming = asyncio.create_task(self._claim()) if full else None
+                try:
+                    await asyncio.gather(*acks)
+                    failpoint("outbox.after_publish")
+                    if marking is not None:
+                        sent += await _take(marking)
+                except BaseException:
+                    await _release(claiming)
+                    raise
+                marking = asyncio.create_task(self._mark_sent(current))
+                current = None
+                current = await claiming if claiming is not None else None
+                if current is None:
+                    sent += await _take(marking)
+                    return sent
+                acks = await self._enqueue(current.rows)
+        finally:
+            if current is not None:
+                await current.release()
+            if marking is not None:  # an error of its own, behind the one raised, only means a batch sent again
+                await asyncio.wait([marking])
+                if not marking.cancelled():
+                    marking.exception()  # retrieved, so asyncio does not log it as forgotten
+
+    async def _claim(self) -> "_Claim | None":
+        """The next unsent rows, locked in a transaction of their own (None when there are none)."""
+        conn = await self.engine.connect()
+        try:
+            await conn.begin()
+            rows = (await conn.execute(self._select, {"n": self.batch_size})).all()
+        except BaseException:
+            await conn.close()
+            raise
+        if not rows:
+            await conn.close()
+            return None
+        return _Claim(conn, rows)
+
+    async def _mark_sent(self, claim: "_Claim") -> int:
+        try:
+            await claim.conn.execute(self._mark, {"ids": [row.id for row in claim.rows]})
+            await claim.conn.commit()
+        finally:
+            await claim.conn.close()
+        for topic, count in Counter(row.topic for row in claim.rows).items():  # a metric update per topic, not per row
+            EVENTS_PUBLISHED.labels(self.service, topic).inc(count)
+        return len(claim.rows)
+
+    async def _enqueue(self, rows) -> list[asyncio.Future]:
+        """Hands the rows to the producer, in order; returns their acknowledgements."""
+        return [
             await self.producer.send(
                 row.topic, value=row.envelope.encode(), key=row.key.encode() if row.key else None,
                 headers=kafka_headers(row),
             )
             for row in rows
         ]
-        await asyncio.gather(*sends)
+
+    async def _send(self, rows) -> None:
+        await asyncio.gather(*await self._enqueue(rows))
 
     async def replay_retained(self) -> int:
         """Publish again every row already published and still kept (in id order); returns how many."""

@@ -62,6 +62,9 @@ class ServiceSpec:
     large_body_paths: dict[str, int] = field(default_factory=dict)
     # Long-running loops of the service's own (e.g. a job monitor), run in the "background" role.
     background: list[Callable[[Database, Settings], Awaitable[None]]] = field(default_factory=list)
+    # `rlhf up` runs this service's relay in a process of its own: for a service that takes events in
+    # at volume (feedback's batch ingest), so that its API and its relay each have a core.
+    relay_process: bool = False
 
     @property
     def schema(self) -> str:

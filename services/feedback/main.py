@@ -22,6 +22,7 @@ SPEC = service.ServiceSpec(
     produces=[FeedbackReceived, FeedbackReviewed],
     large_body_paths={"/api/feedback/batch": get_settings().rlhf_max_batch_body_bytes},
     background=[retention.prune_served_responses],
+    relay_process=True,
 )
 
 if __name__ == "__main__":

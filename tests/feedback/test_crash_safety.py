@@ -104,6 +104,35 @@ async def test_relay_killed_after_publish_before_marking_sent(isolated):
     assert effects == (200, 200)
 
 
+async def test_the_relay_publishes_batch_after_batch_in_outbox_order_for_each_key(isolated):
+    """The relay reads batch N+1 while N's events travel and marks N while N+1's do: each event still
+    goes out once, and the events of one key (one feedback item) in the order they were written."""
+    db, kafka = isolated["db"], isolated["kafka"]
+    items = [uuid.uuid4() for _ in range(7)]
+    for round_ in range(9):  # 9 transactions of 35 events: 315 rows, batches of 50 cut across them
+        async with db.unit_of_work() as uow:
+            for n in range(35):
+                uow.emit(FeedbackReceived(query=f"{round_}:{n}", response="r", feedback_type="thumbs_up",
+                                          feedback_id=items[n % 7], created_at=datetime.now(UTC), source="bus"),
+                         organization="relay-order")
+    async with db.read() as s:
+        written = [str(e) for e in (await s.execute(select(outbox.c.event_id).order_by(outbox.c.id))).scalars()]
+
+    relay = start_role(isolated, "relay", RLHF_OUTBOX_BATCH_SIZE="50")
+    try:
+        unsent = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+        await eventually(lambda: _is_zero(db, unsent))
+    finally:
+        await stop(relay)
+    records = await kafka.read_all([FeedbackReceived.topic()])
+    sent = [envelope_of(r) for r in records]
+    assert sorted(e["event_id"] for e in sent) == sorted(written)  # each once
+    rank = {event_id: i for i, event_id in enumerate(written)}
+    for item in items:
+        of_item = [rank[e["event_id"]] for e in sent if e["payload"]["feedback_id"] == str(item)]
+        assert len(of_item) == 45 and of_item == sorted(of_item)
+
+
 async def test_consumer_killed_mid_stream_stores_every_event_exactly_once(isolated):
     db, kafka = isolated["db"], isolated["kafka"]
     org = "crash-consumer"

@@ -2,9 +2,11 @@
 NUL characters, lone surrogates, NaN/Infinity, integers beyond 64 bits, deep nesting (issue 13,
 reproductions 1, 2, 3, 6 and 7). tests/feedback/test_bad_input.py sends them to a real service."""
 
+import json
+
 import pytest
 
-from shared.input_guard import MAX_DEPTH, json_problem, query_problem
+from shared.input_guard import MAX_DEPTH, NOT_PARSED, check_json, json_problem, query_problem
 
 GOOD = b'{"query": "q", "response": "r", "feedback_type": "thumbs_up"}'
 
@@ -39,6 +41,23 @@ DEEPEST = b'{"a": ' + b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1) + b"}"
                                   DEEPEST, b"{not json", b""])
 def test_what_can_be_stored_or_is_merely_malformed_passes(body):
     assert json_problem(body) is None
+
+
+@pytest.mark.parametrize("body", [
+    GOOD, DEEPEST,
+    b'{"n": 9223372036854775807, "x": 1.2345678901234567890123, "s": "1234567890123456789012345"}',
+    b'{"a": 1, "a": 2, "f": [0.1, 1e-7, 2.5e300, -0.0], "u": "caf\\u00e9 \\ud83d\\ude00 \\u00e9", "t": true}',
+])
+def test_the_document_the_guard_hands_the_route_is_the_one_the_stdlib_parses(body):
+    """Routes take the guard's parse (orjson) instead of json.loads: it must be the same document."""
+    problem, doc = check_json(body)
+    assert problem is None and doc == json.loads(body)
+    assert [type(v) for v in doc.values()] == [type(v) for v in json.loads(body).values()]
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b'{"lr": NaN}'])
+def test_nothing_is_handed_on_for_a_body_that_does_not_parse_strictly(body):
+    assert check_json(body)[1] is NOT_PARSED
 
 
 def test_query_parameters_are_checked():
