@@ -21,6 +21,7 @@ figures also go to bench/results/ingest-latest.json.
 """
 
 import asyncio
+import importlib
 import os
 import platform
 import shutil
@@ -39,7 +40,7 @@ import asyncpg
 import httpx
 import orjson
 import psutil
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel
 
@@ -51,7 +52,7 @@ SUBMITTED_TOPIC = "rlhf.feedback.submitted.v1"
 RAW_TOPIC = "bench.raw.produce"
 RAW_SCHEMA = "bench_raw"
 BATCH_SIZE = 1000
-CONSUMER_TARGET = 20_000  # events/s, each consumer-only process (issue 14)
+CONSUMER_TARGET = 20_000  # events/s, a service's consumer group as `rlhf up` runs it (issue 14)
 BATCH_CONCURRENCY = 4
 SINGLE_CONCURRENCY = 16
 RELAY_BATCH_CONCURRENCY = 4
@@ -570,7 +571,8 @@ async def relay_phase(services: Services, headers: dict[str, str], db: Db, n: in
 
 @dataclass(frozen=True)
 class ConsumerCase:
-    """A consumer-only process of `service`, timed on its topic filled beforehand with n events."""
+    """The consumer-only processes of `service` (as many as `rlhf up` runs), timed on its topic
+    filled beforehand with n events."""
 
     service: str
     event: Callable[[int], Any]  # the i-th event (an shared.events.Event)
@@ -601,7 +603,7 @@ CURATION_CONSUMER = ConsumerCase("curation", _received, "curation.feedback_proje
 
 async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, meter: CpuMeter,
                          case: ConsumerCase = FEEDBACK_CONSUMER) -> dict[str, Any]:
-    """Publish n events first, then time a consumer-only process of the case's service applying them."""
+    """Publish n events first, then time the consumer-only processes of the case's service applying them."""
     org = f"bench-consumer-{uuid.uuid4().hex[:8]}"
     messages, event_ids = [], []
     topic = None
@@ -619,6 +621,7 @@ async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, met
     )
     await producer.start()
     last_of_partition: dict[int, uuid.UUID] = {}
+    first_of_partition: dict[int, int] = {}
     try:
         t0 = time.perf_counter()
         for start in range(0, n, BATCH_SIZE):
@@ -626,18 +629,26 @@ async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, met
             futures = [await producer.send(topic, value=v, key=k) for k, v in chunk]
             for j, meta in enumerate(await asyncio.gather(*futures)):
                 last_of_partition[meta.partition] = event_ids[start + j]
+                first_of_partition.setdefault(meta.partition, meta.offset)
         publish_seconds = time.perf_counter() - t0
     finally:
         await producer.stop()
     # One consumer applies a partition's batches in offset order, so the last event of every partition
     # being processed means all of them are (checked by a full count at the end).
     tails = list(last_of_partition.values())
+    # The service's consumer group starts at the phase's own events: what earlier phases left on the
+    # topic (the curation consumer's: every FeedbackReceived of the ingest phases, ~145,000) would
+    # otherwise be applied in the timed window too, uncounted.
+    await start_group_at(bootstrap, f"rlhf.{case.service}", topic, first_of_partition)
     log(f"{n:,} events on {topic} in {publish_seconds:.1f}s; starting a {case.service} consumer")
     span = meter.start()
     t_start = time.perf_counter()
-    consumer, _, _ = services.start("consumer", name=f"{case.service}-consumer-only",
-                                    module=f"services.{case.service}.main")
-    meter.add("service", lambda: _tree(consumer.pid))
+    # As many members of the service's consumer group as `rlhf up` runs, each its own process.
+    module = f"services.{case.service}.main"
+    members = importlib.import_module(module).SPEC.consumer_processes
+    consumers = [services.start("consumer", name=f"{case.service}-consumer-{n}", module=module)[0]
+                 for n in range(1, members + 1)]
+    meter.add("service", lambda: [p for c in consumers for p in _tree(c.pid)])
     try:
         first: list[tuple[float, int]] = []
 
@@ -657,16 +668,42 @@ async def consumer_phase(services: Services, bootstrap: str, db: Db, n: int, met
         if stored != n:
             raise RuntimeError(f"consumer stored {stored} of {n} events")
     finally:
-        services.stop(consumer)
+        for consumer in consumers:
+            services.stop(consumer)
     t_first, c_first = first[0]
     return {
         "events": n, "bytes_each": len(messages[0][1]), "publish_seconds": round(publish_seconds, 3),
+        "consumer_processes": members,
         "seconds_from_spawn": round(t_done - t_start, 3),
         "events_per_s_from_spawn": n / (t_done - t_start),
         "startup_seconds": round(t_first - t_start, 3),
         "steady_events_per_s": (n - c_first) / (t_done - t_first) if t_done > t_first else None,
         "cpu_cores": cpu,
     }
+
+
+async def start_group_at(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Commits `group`'s offsets on `topic` at `offsets` (partition -> offset), as if the group had
+    consumed everything before them."""
+    # As a member of the group (the broker refuses commits from outside it), alone in it, and leaving
+    # it cleanly before the service's consumer joins.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_records=1)
+    await consumer.start()
+    try:
+        consumer.subscribe([topic])
+        partitions = [TopicPartition(topic, p) for p in offsets]
+        deadline = time.monotonic() + 60
+        while set(consumer.assignment()) != set(partitions):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{group}: assigned {consumer.assignment()}, the phase's events are on {partitions}")
+            await consumer.getmany(timeout_ms=200)
+        await consumer.commit({tp: offsets[tp.partition] for tp in partitions})
+        for tp in partitions:
+            if await consumer.committed(tp) != offsets[tp.partition]:
+                raise RuntimeError(f"{group}: offset of {tp} not committed")
+    finally:
+        await consumer.stop()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -716,7 +753,8 @@ def render(r: dict[str, Any]) -> str:
         f"{(rl['steady_events_per_s'] or 0) / prod['msgs_per_s']:.2f}× | — |",
         f"| Outbox relay, from process spawn (start-up {rl['startup_seconds']:.1f} s) | "
         f"{fmt(rl['events_per_s_from_spawn'])} events/s | — | — | — |",
-        *(f"| {title}, steady ({c['events']:,} events queued) | {fmt(c['steady_events_per_s'])} events/s | "
+        *(f"| {title}, steady ({c['events']:,} events queued, {c['consumer_processes']} process"
+          f"{'es' if c['consumer_processes'] > 1 else ''}) | {fmt(c['steady_events_per_s'])} events/s | "
           f"{fmt(copy['rows_per_s'])} rows/s (raw COPY) | "
           f"{(c['steady_events_per_s'] or 0) / copy['rows_per_s']:.2f}× | "
           f"≥ {CONSUMER_TARGET:,}/s **{t[key]['verdict']}** |"
@@ -850,12 +888,12 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
             log(f"  steady {relay['steady_events_per_s']:,.0f} events/s (start-up {relay['startup_seconds']:.1f}s)")
             meter.add("service", lambda: [])
 
-            log(f"consumer: {consumer_events:,} FeedbackSubmitted queued, then a consumer-only process")
+            log(f"consumer: {consumer_events:,} FeedbackSubmitted queued, then its consumer-only processes")
             consumer = await consumer_phase(services, bootstrap, db, consumer_events, meter)
             log(f"  steady {consumer['steady_events_per_s']:,.0f} events/s "
                 f"(start-up {consumer['startup_seconds']:.1f}s)")
             meter.add("service", lambda: [])
-            log(f"curation consumer: {consumer_events:,} FeedbackReceived queued, then its consumer-only process")
+            log(f"curation consumer: {consumer_events:,} FeedbackReceived queued, then its consumer-only processes")
             projection = await consumer_phase(services, bootstrap, db, consumer_events, meter, CURATION_CONSUMER)
             log(f"  steady {projection['steady_events_per_s']:,.0f} events/s "
                 f"(start-up {projection['startup_seconds']:.1f}s)")

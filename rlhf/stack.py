@@ -105,11 +105,14 @@ class Stack:
         for spec in self.services.values():
             self._wait_healthy(spec.name, self.port_of(spec))
         self._wait_healthy("gateway", self.gateway_port)
-        # Relays of their own start once every route answers: they take no requests, and their start
-        # would only slow the others'. Events written meanwhile wait in the outbox.
+        # Processes that take no requests start once every route answers, as their start would only
+        # slow the others': relays of their own (events written meanwhile wait in the outbox), and the
+        # further members of consumer groups (the group's first member consumes meanwhile).
         for module, spec in self.services.items():
             if spec.relay_process:
                 self._spawn(f"{spec.name}-relay", module, self.env(), ["relay"])
+            for n in range(2, spec.consumer_processes + 1):
+                self._spawn(f"{spec.name}-consumer-{n}", module, self.env(), ["consumer"])
 
     def _spawn(self, name: str, module: str, env: dict[str, str], roles: list[str] = ()) -> None:
         log = open(self.data_dir / "logs" / f"{name}.log", "ab")

@@ -65,6 +65,10 @@ class ServiceSpec:
     # `rlhf up` runs this service's relay in a process of its own: for a service that takes events in
     # at volume (feedback's batch ingest), so that its API and its relay each have a core.
     relay_process: bool = False
+    # Members of the service's consumer group that `rlhf up` runs, each a process (the first is the
+    # service's main process): a consumer is CPU-bound in one process (decoding and validating each
+    # event is most of it), and the group shares the topics' partitions among its members.
+    consumer_processes: int = 1
 
     @property
     def schema(self) -> str:

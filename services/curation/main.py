@@ -21,6 +21,7 @@ SPEC = service.ServiceSpec(
         FeedbackReviewed: handlers.project_reviewed_feedback,
     },
     produces=[DatasetExported],
+    consumer_processes=2,
 )
 
 if __name__ == "__main__":

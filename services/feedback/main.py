@@ -23,6 +23,7 @@ SPEC = service.ServiceSpec(
     large_body_paths={"/api/feedback/batch": get_settings().rlhf_max_batch_body_bytes},
     background=[retention.prune_served_responses],
     relay_process=True,
+    consumer_processes=2,
 )
 
 if __name__ == "__main__":

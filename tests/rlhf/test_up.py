@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from services import SERVICES
@@ -95,9 +96,15 @@ async def test_up_keys_post_list_event_and_restart(tmp_path):
             fid = r.json()["ids"][0]
             listed = (await client.get("/api/feedback", headers=headers)).json()["items"]
             assert [i["id"] for i in listed] == [fid]
+        # Published by feedback's relay, which runs in a process of its own (its main process has no relay).
         probe = KafkaProbe(f"127.0.0.1:{ports['kafka']}")
         records = await probe.collect([FeedbackReceived.topic()], lambda rs: len(rs) >= 1, match=of_org("default"))
         assert envelope_of(records[0])["payload"]["feedback_id"] == fid
+        running = [" ".join(p.cmdline()[1:]) for p in psutil.Process(process.pid).children(recursive=True)]
+        assert "-m services.feedback.main --role api --role consumer --role background" in running
+        assert running.count("-m services.feedback.main --role relay") == 1
+        for service in ("feedback", "curation"):  # their consumer groups' second members
+            assert running.count(f"-m services.{service}.main --role consumer") == 1
     finally:
         out = interrupt(process)
     assert "stopping" in out
