@@ -18,7 +18,7 @@ COPY_THRESHOLD = 16
 
 
 async def copy_or_insert(
-    session: AsyncSession, schema: str, table: str, columns: Sequence[str], records: Sequence[tuple]
+    session: AsyncSession, schema: str, table: str, columns: Sequence[str], records: Sequence[Sequence[Any]]
 ) -> None:
     if not records:
         return
@@ -27,7 +27,8 @@ async def copy_or_insert(
         names = ", ".join(f'"{c}"' for c in columns)
         params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
         # Through the adapter (asyncpg's executemany on a prepared statement): inside the transaction.
-        await conn.exec_driver_sql(f'INSERT INTO "{schema}"."{table}" ({names}) VALUES ({params})', list(records))
+        await conn.exec_driver_sql(f'INSERT INTO "{schema}"."{table}" ({names}) VALUES ({params})',
+                                   [tuple(r) for r in records])
         return
     # COPY has no adapter call: begin the transaction through the adapter first (BEGIN, if not sent yet).
     await conn.exec_driver_sql("SELECT 1")

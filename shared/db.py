@@ -1,5 +1,6 @@
 """PostgreSQL access: one async engine per process, one schema per service, one unit of work per effect."""
 
+import uuid
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -95,11 +96,13 @@ class UnitOfWork:
         *,
         organization: str,
         correlation_id: str | None = None,
+        event_id: uuid.UUID | None = None,
     ) -> None:
         """`emit` for an event given as its fields, which another model validated already (a per-item
         hot path): no model built and validated again; the consumers validate what they receive."""
         self._pending.append(encode_fields(event_type, fields, organization=organization,
-                                           producer=self._outbox.producer, correlation_id=correlation_id))
+                                           producer=self._outbox.producer, correlation_id=correlation_id,
+                                           event_id=event_id))
 
 
 class Database:

@@ -72,8 +72,10 @@ class Event(BaseModel):
         """What `to_wire` gives for an event of this type, from its fields as a plain mapping (the
         payload by orjson), for a hot path whose fields another model validated already: no model
         is built and validated a second time per item. The consumer validates what arrives."""
-        return _wire(cls.type_name, cls.version, orjson.dumps(fields).decode(), event_id=event_id,
-                     organization=organization, producer=producer, correlation_id=correlation_id)
+        envelope = _head(cls.type_name, cls.version, event_id=event_id, organization=organization, producer=producer,
+                         correlation_id=correlation_id)
+        envelope["payload"] = fields
+        return orjson.dumps(envelope).decode()
 
     def envelope(
         self,
@@ -97,18 +99,23 @@ def _topic_of(cls: type[Event]) -> str:  # asked once per event written: the nam
 
 def _wire(type_name: str, version: int, payload: str, *, event_id: uuid.UUID, organization: str, producer: str,
           correlation_id: str) -> str:
-    head = orjson.dumps(
-        {
-            "event_id": event_id,
-            "type": type_name,
-            "version": version,
-            "occurred_at": datetime.now(UTC),
-            "organization": organization,
-            "correlation_id": correlation_id,
-            "producer": producer,
-        }
-    )
+    head = orjson.dumps(_head(type_name, version, event_id=event_id, organization=organization, producer=producer,
+                              correlation_id=correlation_id))
     return head[:-1].decode() + ',"payload":' + payload + "}"
+
+
+def _head(type_name: str, version: int, *, event_id: uuid.UUID, organization: str, producer: str,
+          correlation_id: str) -> dict[str, Any]:
+    """The envelope but for its payload."""
+    return {
+        "event_id": event_id,
+        "type": type_name,
+        "version": version,
+        "occurred_at": datetime.now(UTC),
+        "organization": organization,
+        "correlation_id": correlation_id,
+        "producer": producer,
+    }
 
 
 _REGISTRY: dict[tuple[str, int], type[Event]] = {}

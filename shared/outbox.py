@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -62,9 +62,9 @@ PARTITION_KEY_FIELDS = ("feedback_id", "dataset_id", "job_id", "experiment_id")
 REPLAY_MARKER_TOPIC = "rlhf.outbox.replayed"
 
 
-@dataclass(frozen=True)
-class OutboxMessage:
-    """One event, encoded once, as it will sit in the outbox and travel on Kafka."""
+class OutboxMessage(NamedTuple):
+    """One event, encoded once, as it will sit in the outbox and travel on Kafka. Its fields are the
+    outbox's OUTBOX_COLUMNS, in order: the message is its own COPY record."""
 
     event_id: uuid.UUID
     topic: str
@@ -73,10 +73,6 @@ class OutboxMessage:
     organization: str
     correlation_id: str
     envelope: str
-
-    def record(self) -> tuple:
-        return (self.event_id, self.topic, self.key, self.event_type, self.organization, self.correlation_id,
-                self.envelope)
 
 
 def encode(
@@ -103,9 +99,10 @@ def encode_fields(
     organization: str,
     producer: str,
     correlation_id: str | None = None,
+    event_id: uuid.UUID | None = None,
 ) -> OutboxMessage:
     """`encode` for an event given as its fields, already validated (Event.fields_to_wire)."""
-    event_id = uuid.uuid4()
+    event_id = event_id or uuid.uuid4()
     correlation_id = correlation_id or str(event_id)
     envelope = event_type.fields_to_wire(fields, event_id=event_id, organization=organization, producer=producer,
                                          correlation_id=correlation_id)
@@ -151,7 +148,7 @@ class OutboxWriter:
         self._notify = text(f'NOTIFY "{wakeup_channel(schema)}"')
 
     async def write(self, session: AsyncSession, messages: Sequence[OutboxMessage]) -> None:
-        await copy_or_insert(session, self.schema, "outbox", OUTBOX_COLUMNS, [m.record() for m in messages])
+        await copy_or_insert(session, self.schema, "outbox", OUTBOX_COLUMNS, messages)
         await session.execute(self._notify)
 
 

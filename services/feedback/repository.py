@@ -1,5 +1,6 @@
 """All of the feedback service's SQL. Every query is scoped to one organization."""
 
+import operator
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,12 +25,17 @@ class FeedbackFilter:
     created_to: datetime | None = None
 
 
+_COPY_VALUES = operator.itemgetter(*FEEDBACK_COPY_COLUMNS)
+_VALUE_AT = FEEDBACK_COPY_COLUMNS.index("feedback_value")
+
+
 async def add_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Bulk insert into rlhf_feedback inside the session's transaction (bulk ingest is COPY-bound)."""
     records = []
     for row in rows:
-        record = dict(row, feedback_value=orjson.dumps(row["feedback_value"]).decode())
-        records.append(tuple(record[c] for c in FEEDBACK_COPY_COLUMNS))
+        record = list(_COPY_VALUES(row))
+        record[_VALUE_AT] = orjson.dumps(record[_VALUE_AT]).decode()
+        records.append(record)
     await copy_or_insert(session, SCHEMA, "rlhf_feedback", FEEDBACK_COPY_COLUMNS, records)
 
 

@@ -1,5 +1,7 @@
 """The event contract: topic names, envelopes, versions, additive payloads (pure, no I/O)."""
 
+import functools
+import operator
 import uuid
 
 import pytest
@@ -143,3 +145,15 @@ def test_an_event_from_its_fields_travels_as_the_model_would():
     assert decoded[0] == decoded[1] == model
     envelope = Envelope.model_validate_json(from_fields.envelope)
     assert (envelope.event_id, envelope.organization, envelope.correlation_id) == (from_fields.event_id, "acme", "c")
+
+
+def test_ids_made_many_at_a_time_are_random_version_4_uuids():
+    from shared.ids import new_ids
+
+    ids = new_ids(10_000)
+    assert len(set(ids)) == 10_000
+    assert {(i.version, i.variant) for i in ids} == {(4, uuid.RFC_4122)}
+    assert all(uuid.UUID(str(i)) == i for i in ids[:100])
+    # Every one of the 122 random bits varies (none is stuck at 0 or 1).
+    assert functools.reduce(operator.or_, (i.int for i in ids)) == functools.reduce(
+        operator.or_, (uuid.uuid4().int for _ in range(10_000)))
