@@ -58,7 +58,8 @@ class Roles:
 
     def start(self, name: str) -> None:
         module, role = ROLES[name]
-        env = dict(self.env, RLHF_HTTP_PORT=str(self.api_port))
+        # The API's port for the API alone: a process given a port without the API serves its probes there.
+        env = dict(self.env, RLHF_HTTP_PORT=str(self.api_port)) if role == "api" else self.env
         out = open(self.logs / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", module, "--role", role], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from services.gateway.main import DEFAULT_PORT as GATEWAY_PORT
 from shared import auth
 from shared.db import Database, make_engine
-from shared.infra import TansuBroker, start_postgres
+from shared.infra import TansuBroker, free_port, start_postgres
 from shared.service import ROLES, SERVICES_VARIABLE, ServiceSpec, load_specs, migrate, service_modules
 
 GATEWAY_MODULE = "services.gateway.main"
@@ -108,11 +108,13 @@ class Stack:
         # Processes that take no requests start once every route answers, as their start would only
         # slow the others': relays of their own (events written meanwhile wait in the outbox), and the
         # further members of consumer groups (the group's first member consumes meanwhile).
+        # Each on a port of its own for its /healthz and /metrics.
         for module, spec in self.services.items():
             if spec.relay_process:
-                self._spawn(f"{spec.name}-relay", module, self.env(), ["relay"])
+                self._spawn(f"{spec.name}-relay", module, self.env(RLHF_HTTP_PORT=str(free_port())), ["relay"])
             for n in range(2, spec.consumer_processes + 1):
-                self._spawn(f"{spec.name}-consumer-{n}", module, self.env(), ["consumer"])
+                self._spawn(f"{spec.name}-consumer-{n}", module, self.env(RLHF_HTTP_PORT=str(free_port())),
+                            ["consumer"])
 
     def _spawn(self, name: str, module: str, env: dict[str, str], roles: list[str] = ()) -> None:
         log = open(self.data_dir / "logs" / f"{name}.log", "ab")

@@ -296,6 +296,13 @@ def create_app(
     async def domain_error(request: Request, exc: DomainError):
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
+    add_probes(app, service)
+    return app
+
+
+def add_probes(app: FastAPI, service: str) -> None:
+    """`/healthz` and `/metrics` (Prometheus), outside the API's schema."""
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz():
         return {"status": "ok", "service": service}
@@ -304,6 +311,12 @@ def create_app(
     async def metrics():
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+
+def probes_app(service: str) -> FastAPI:
+    """What a process without the API serves (a relay or a consumer of its own): its health and its
+    metrics, so that its counters reach Prometheus as the API process's do."""
+    app = FastAPI(title=f"{service} probes", openapi_url=None, docs_url=None, redoc_url=None)
+    add_probes(app, service)
     return app
 
 

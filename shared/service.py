@@ -28,7 +28,7 @@ from shared.auth import KeyVerifier
 from shared.consumer import BatchHandler, IdempotentConsumer, Route, consumer_options
 from shared.db import Database
 from shared.events import Event, dlq_topic
-from shared.http import create_app
+from shared.http import create_app, probes_app
 from shared.infra import ensure_topics
 from shared.migrations import upgrade
 from shared.observability import configure_logging, get_logger
@@ -194,12 +194,13 @@ async def run(spec: ServiceSpec, roles: set[str], settings: Settings | None = No
             tasks.append(asyncio.create_task(relay.run(settings.require_kafka())))
         if "background" in roles:
             background = [asyncio.create_task(loop_fn(db, settings)) for loop_fn in spec.background]
-        if "api" in roles:
+        # The API, or (a process without it, given a port) its health and metrics alone.
+        app = build_app(spec, db, settings) if "api" in roles else None
+        if app is None and settings.rlhf_http_port:
+            app = probes_app(spec.name)
+        if app is not None:
             port = settings.rlhf_http_port or spec.port
-            config = uvicorn.Config(
-                build_app(spec, db, settings), host=settings.rlhf_http_host, port=port,
-                log_level="warning", access_log=False,
-            )
+            config = uvicorn.Config(app, host=settings.rlhf_http_host, port=port, log_level="warning", access_log=False)
             server = _Server(config)
             tasks.append(asyncio.create_task(server.serve()))
         if "consumer" in roles:

@@ -24,7 +24,7 @@ from services.feedback.models import Feedback, outbox
 from shared.consumer import IdempotentConsumer, Route, processed_events_table
 from shared.db import Database
 from shared.events import FeedbackReceived, FeedbackSubmitted
-from shared.infra import ensure_topics
+from shared.infra import ensure_topics, free_port
 from shared.migrations import create_backbone_tables
 from shared.outbox import encode
 from shared.service import build_app
@@ -118,10 +118,16 @@ async def test_the_relay_publishes_batch_after_batch_in_outbox_order_for_each_ke
     async with db.read() as s:
         written = [str(e) for e in (await s.execute(select(outbox.c.event_id).order_by(outbox.c.id))).scalars()]
 
-    relay = start_role(isolated, "relay", RLHF_OUTBOX_BATCH_SIZE="50")
+    port = free_port()  # a process without the API serves its /healthz and /metrics on the port it is given
+    relay = start_role(isolated, "relay", RLHF_OUTBOX_BATCH_SIZE="50", RLHF_HTTP_PORT=str(port))
     try:
         unsent = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
         await eventually(lambda: _is_zero(db, unsent))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as probe:
+            assert (await probe.get("/healthz")).json() == {"status": "ok", "service": "feedback"}
+            metrics = (await probe.get("/metrics")).text
+        published = f'rlhf_events_published_total{{service="feedback",topic="{FeedbackReceived.topic()}"}} 315.0'
+        assert published in metrics
     finally:
         await stop(relay)
     records = await kafka.read_all([FeedbackReceived.topic()])
