@@ -1,6 +1,6 @@
 """Feedback ingest benchmark: product figures next to raw baselines measured in the same run.
 
-    python -m bench.ingest            (or: rlhf bench ingest --batches 40 --singles 2000)
+    python -m bench.ingest            (or: rlhf bench ingest --batches 80 --singles 2000)
 
 Raw baselines (what the machine can do without the product):
   * asyncpg COPY (copy_records_to_table) into a scratch table in schema `bench_raw`;
@@ -975,7 +975,7 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def main(batches: int = 40, singles: int = 2000, *, relay_events: int = 100_000, consumer_events: int = 50_000,
+def main(batches: int = 80, singles: int = 2000, *, relay_events: int = 100_000, consumer_events: int = 100_000,
          raw_rows: int = 200_000, raw_messages: int = 200_000, message_bytes: int = 600) -> dict[str, Any]:
     results = asyncio.run(
         run(batches, singles, relay_events=relay_events, consumer_events=consumer_events, raw_rows=raw_rows,

@@ -164,7 +164,7 @@ def audit_keys(
 
 @bench.command("ingest")
 def bench_ingest(
-    batches: int = typer.Option(40, help="batch requests of 1,000 items"),
+    batches: int = typer.Option(80, help="batch requests of 1,000 items"),
     singles: int = typer.Option(2000, help="single POST requests"),
 ) -> None:
     """Feedback ingest throughput and latency, next to raw asyncpg / aiokafka / FastAPI baselines."""

@@ -103,8 +103,10 @@ class TansuBroker:
                 self.process.kill()
 
 
-async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 3) -> None:
-    """Creates missing topics (with their dead-letter topics made by the caller's list)."""
+async def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 6) -> None:
+    """Creates missing topics (with their dead-letter topics made by the caller's list). Six partitions
+    each: a consumer group of two or three processes shares every topic evenly (three partitions split
+    two to one between two members, and the busier one set the group's pace)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
