@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -116,7 +117,7 @@ class Stack:
                 self._spawn(f"{spec.name}-consumer-{n}", module, self.env(RLHF_HTTP_PORT=str(free_port())),
                             ["consumer"])
 
-    def _spawn(self, name: str, module: str, env: dict[str, str], roles: list[str] = ()) -> None:
+    def _spawn(self, name: str, module: str, env: dict[str, str], roles: Sequence[str] = ()) -> None:
         log = open(self.data_dir / "logs" / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", module, *(arg for role in roles for arg in ("--role", role))],
