@@ -61,6 +61,7 @@ class Stack:
         self.postgres = None
         self.broker: TansuBroker | None = None
         self.processes: dict[str, subprocess.Popen] = {}
+        self.probe_ports: dict[str, int] = {}  # processes without an API: where their /metrics are
 
     @property
     def gateway_url(self) -> str:
@@ -111,11 +112,11 @@ class Stack:
         # further members of consumer groups (the group's first member consumes meanwhile).
         # Each on a port of its own for its /healthz and /metrics.
         for module, spec in self.services.items():
-            if spec.relay_process:
-                self._spawn(f"{spec.name}-relay", module, self.env(RLHF_HTTP_PORT=str(free_port())), ["relay"])
-            for n in range(2, spec.consumer_processes + 1):
-                self._spawn(f"{spec.name}-consumer-{n}", module, self.env(RLHF_HTTP_PORT=str(free_port())),
-                            ["consumer"])
+            extra = [("relay", f"{spec.name}-relay")] if spec.relay_process else []
+            extra += [("consumer", f"{spec.name}-consumer-{n}") for n in range(2, spec.consumer_processes + 1)]
+            for role, name in extra:
+                self.probe_ports[name] = free_port()
+                self._spawn(name, module, self.env(RLHF_HTTP_PORT=str(self.probe_ports[name])), [role])
 
     def _spawn(self, name: str, module: str, env: dict[str, str], roles: Sequence[str] = ()) -> None:
         log = open(self.data_dir / "logs" / f"{name}.log", "ab")
@@ -206,6 +207,8 @@ def up(
         print(f"Betabase RLHF is up. Gateway: {stack.gateway_url}", flush=True)
         for spec in stack.services.values():
             print(f"  {spec.name:<10} {stack.url_of(spec)}  (metrics at /metrics)")
+        for name, port in stack.probe_ports.items():
+            print(f"  {name} (no API): metrics at http://127.0.0.1:{port}/metrics")
         where = f"embedded, data in {stack.data_dir / 'postgres'}" if stack.postgres else redacted(stack.database_url)
         print(f"  postgres   {where}")
         print(f"  kafka      {stack.kafka_bootstrap}{' (embedded Tansu)' if stack.broker else ''}")

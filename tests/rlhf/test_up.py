@@ -105,6 +105,12 @@ async def test_up_keys_post_list_event_and_restart(tmp_path):
         assert running.count("-m services.feedback.main --role relay") == 1
         for service in ("feedback", "curation"):  # their consumer groups' second members
             assert running.count(f"-m services.{service}.main --role consumer") == 1
+        # Each shows its metrics on the port the banner names.
+        relay_metrics = next(line.split("metrics at ")[1].strip() for line in lines
+                             if line.startswith("  feedback-relay (no API)"))
+        async with httpx.AsyncClient(timeout=30) as client:
+            published = f'rlhf_events_published_total{{service="feedback",topic="{FeedbackReceived.topic()}"}}'
+            assert published in (await client.get(relay_metrics)).text
     finally:
         out = interrupt(process)
     assert "stopping" in out
