@@ -858,9 +858,7 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
         db = Db(await asyncpg.connect(dsn))
         try:
             # The processes `rlhf up` runs: the relay in its own when the service asks for it.
-            from services.feedback.main import SPEC
-
-            if SPEC.relay_process:
+            if importlib.import_module(SERVICE_MODULE).SPEC.relay_process:
                 full, port, _ = services.start("api", "consumer", name="feedback-full")
                 own_relay, _, _ = services.start("relay", name="feedback-relay")
             else:

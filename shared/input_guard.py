@@ -83,14 +83,9 @@ def query_problem(query_string: bytes) -> tuple[str, str] | None:
     return None
 
 
-def json_problem(body: bytes) -> tuple[str, str] | None:
-    """(field path, message) of the first thing in a JSON body that cannot be stored, or None."""
-    return check_json(body)[0]
-
-
 def check_json(body: bytes) -> tuple[tuple[str, str] | None, Any]:
-    """json_problem's answer, and the body as parsed (what `json.loads` gives; NOT_PARSED when the
-    body is empty or malformed)."""
+    """(field path, message) of the first thing in a JSON body that cannot be stored, or None; and
+    the body as parsed (what `json.loads` gives; NOT_PARSED when the body is empty or malformed)."""
     if not body:
         return None, NOT_PARSED
     try:

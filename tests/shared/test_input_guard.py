@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.input_guard import MAX_DEPTH, NOT_PARSED, check_json, json_problem, query_problem
+from shared.input_guard import MAX_DEPTH, NOT_PARSED, check_json, query_problem
 
 GOOD = b'{"query": "q", "response": "r", "feedback_type": "thumbs_up"}'
 
@@ -30,7 +30,7 @@ def raw(body: str) -> bytes:
     ],
 )
 def test_what_cannot_be_stored_is_named(body, field):
-    problem = json_problem(raw(body))
+    problem, _ = check_json(raw(body))
     assert problem is not None and problem[0] == field
 
 
@@ -40,7 +40,7 @@ DEEPEST = b'{"a": ' + b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1) + b"}"
 @pytest.mark.parametrize("body", [GOOD, b'{"n": 9223372036854775807, "s": "1234567890123456789012345"}',
                                   DEEPEST, b"{not json", b""])
 def test_what_can_be_stored_or_is_merely_malformed_passes(body):
-    assert json_problem(body) is None
+    assert check_json(body)[0] is None
 
 
 @pytest.mark.parametrize("body", [
