@@ -441,22 +441,22 @@ def _minimal(res: LoadResult, cpu: dict[str, float]) -> dict[str, Any]:
 
 class Db:
     """The benchmark's own polling connection. The probes polled in a loop are index lookups (EXISTS,
-    min(id) on the partial index, primary keys), so that polling costs PostgreSQL next to nothing;
+    min(id) of the outbox's pending ids, primary keys), so that polling costs PostgreSQL next to nothing;
     counts are taken only once per phase."""
 
     def __init__(self, conn: asyncpg.Connection):
         self.conn = conn
 
     async def backlog(self) -> int:
-        return await self.conn.fetchval("SELECT count(*) FROM feedback.outbox WHERE published_at IS NULL")
+        return await self.conn.fetchval("SELECT count(*) FROM feedback.outbox_pending")
 
     async def drained(self) -> bool:
         return not await self.conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM feedback.outbox WHERE published_at IS NULL)"
+            "SELECT EXISTS (SELECT 1 FROM feedback.outbox_pending)"
         )
 
     async def first_unpublished(self) -> int | None:
-        return await self.conn.fetchval("SELECT min(id) FROM feedback.outbox WHERE published_at IS NULL")
+        return await self.conn.fetchval("SELECT min(id) FROM feedback.outbox_pending")
 
     async def count_org(self, org: str, table: str = "feedback.rlhf_feedback") -> int:
         return await self.conn.fetchval(f"SELECT count(*) FROM {table} WHERE organization = $1", org)

@@ -50,8 +50,11 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max_ms": round(values[-1] * 1000, 1)}
 
 
-async def product_run(port: int, key: str, engine, rate: float, seconds: float) -> dict[str, Any]:
+async def product_run(port: int, key: str, engine, bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
     from sqlalchemy import text
+
+    from shared.events import FeedbackReceived
+    from shared.infra import read_topic
 
     n = int(rate * seconds)
     answered: dict[str, float] = {}
@@ -82,25 +85,28 @@ async def product_run(port: int, key: str, engine, rate: float, seconds: float) 
             tasks.append(asyncio.create_task(post(i)))
         offered_s = time.monotonic() - start
         await asyncio.gather(*tasks)
-    # Visible when curation recorded the FeedbackReceived whose key is the item's id. The relay's
-    # published_at (its transaction's start, just before it read the row) splits the path in two.
-    stmt = text("""SELECT o.key, extract(epoch FROM o.published_at), extract(epoch FROM p.processed_at)
+    # Visible when curation recorded the FeedbackReceived whose key is the item's id.
+    stmt = text("""SELECT o.key, extract(epoch FROM p.processed_at)
                    FROM feedback.outbox o JOIN curation.processed_events p ON p.event_id = o.event_id
                    WHERE o.key = ANY(:ids)""")
     deadline = time.monotonic() + 120
     while True:
         async with engine.connect() as conn:
             rows = (await conn.execute(stmt, {"ids": list(answered)})).all()
-        seen = {k: (float(pub), float(t)) for k, pub, t in rows}
+        seen = {k: float(t) for k, t in rows}
         if len(seen) == len(answered) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
     visible = [i for i in answered if i in seen]
+    # The Kafka record's timestamp (set when the relay handed the event to its producer) splits the path.
+    published = {r.key.decode(): r.timestamp / 1000 for r in await read_topic(bootstrap, FeedbackReceived.topic())
+                 if r.key and r.key.decode() in seen}
+    split = [i for i in visible if i in published]
     return {"rate": rate, "sent": n, "achieved_rate": round(n / offered_s, 1), "errors": errors, "error_kinds": kinds,
             "not_visible": len(answered) - len(seen),
-            **percentiles([max(0.0, seen[i][1] - answered[i]) for i in visible]),
-            "to_relay": percentiles([max(0.0, seen[i][0] - answered[i]) for i in visible]),
-            "relay_to_projection": percentiles([max(0.0, seen[i][1] - seen[i][0]) for i in visible])}
+            **percentiles([max(0.0, seen[i] - answered[i]) for i in visible]),
+            "to_relay": percentiles([max(0.0, published[i] - answered[i]) for i in split]),
+            "relay_to_projection": percentiles([max(0.0, seen[i] - published[i]) for i in split])}
 
 
 async def raw_run(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
@@ -164,10 +170,10 @@ async def run(rates: list[float], seconds: float) -> dict[str, Any]:
         stack.start_services()
         key = await auth.create_key(engine, organization=f"latency-{uuid.uuid4().hex[:6]}", role=auth.Role.viewer)
         port = stack.port_of(next(s for s in stack.services.values() if s.name == "feedback"))
-        await product_run(port, key, engine, 50, 2)  # warm-up: connections, consumer groups joined
+        await product_run(port, key, engine, stack.kafka_bootstrap, 50, 2)  # warm-up: connections, groups joined
         for rate in rates:
             log(f"product at {rate:g} items/s for {seconds:g}s")
-            results["product"].append(await product_run(port, key, engine, rate, seconds))
+            results["product"].append(await product_run(port, key, engine, stack.kafka_bootstrap, rate, seconds))
             log(f"raw broker at {rate:g} msgs/s for {seconds:g}s")
             results["raw"].append(await raw_run(stack.kafka_bootstrap, rate, seconds))
     finally:

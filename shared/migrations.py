@@ -11,6 +11,8 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.outbox import pending_trigger_ddl
+
 ENV_LOCATION = Path(__file__).parent / "migrations_env"
 
 
@@ -45,7 +47,8 @@ def run_env() -> None:
 
 
 def create_backbone_tables(op, schema: str) -> None:
-    """Version 1 of the outbox and processed-events tables, as every service's first migration makes them."""
+    """Version 1 of the outbox and processed-events tables, as every service's first migration makes
+    them; `outbox_pending_ids` makes version 2 (a new service's first migration calls both)."""
     op.create_table(
         "outbox",
         sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
@@ -70,3 +73,29 @@ def create_backbone_tables(op, schema: str) -> None:
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         schema=schema,
     )
+
+
+def outbox_pending_ids(op, schema: str) -> None:
+    """Version 2 of the outbox (see shared/outbox.py): what is unsent becomes a row of `outbox_pending`,
+    filled by a trigger, instead of a null `published_at` that the relay updated."""
+    op.create_table("outbox_pending", sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+                    schema=schema)
+    op.execute(f'INSERT INTO "{schema}".outbox_pending (id) '
+               f'SELECT id FROM "{schema}".outbox WHERE published_at IS NULL')
+    op.drop_index("ix_outbox_unpublished", "outbox", schema=schema)
+    op.drop_column("outbox", "published_at", schema=schema)
+    for statement in pending_trigger_ddl(schema):
+        op.execute(statement)
+
+
+def outbox_published_at(op, schema: str) -> None:
+    """Back to version 1: rows still pending are unpublished, the others published now."""
+    op.execute(f'DROP TRIGGER outbox_enqueue ON "{schema}".outbox')
+    op.execute(f'DROP FUNCTION "{schema}".outbox_enqueue()')
+    op.add_column("outbox", sa.Column("published_at", sa.DateTime(timezone=True), nullable=True), schema=schema)
+    op.execute(f'UPDATE "{schema}".outbox o SET published_at = now() '
+               f'WHERE NOT EXISTS (SELECT 1 FROM "{schema}".outbox_pending p WHERE p.id = o.id)')
+    op.create_index(
+        "ix_outbox_unpublished", "outbox", ["id"], schema=schema, postgresql_where=sa.text("published_at IS NULL")
+    )
+    op.drop_table("outbox_pending", schema=schema)

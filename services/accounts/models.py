@@ -7,12 +7,12 @@ only one that changes them, and adds its outbox and processed-events tables besi
 from shared import auth
 from shared.consumer import processed_events_table
 from shared.db import naming_metadata
-from shared.outbox import outbox_table
+from shared.outbox import outbox_tables
 
 SCHEMA = auth.AUTH_SCHEMA
 
 metadata = naming_metadata(SCHEMA)
 api_keys = auth.api_keys.to_metadata(metadata)
 key_audit = auth.key_audit.to_metadata(metadata)
-outbox = outbox_table(metadata)
+outbox, outbox_pending = outbox_tables(metadata)
 processed_events = processed_events_table(metadata)

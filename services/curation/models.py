@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.consumer import processed_events_table
 from shared.db import naming_metadata
-from shared.outbox import outbox_table
+from shared.outbox import outbox_tables
 
 SCHEMA = "curation"
 
@@ -152,5 +152,5 @@ class FeedbackView(Base):
     __table_args__ = (Index("ix_feedback_projection_org_created", "organization", "created_at"),)
 
 
-outbox = outbox_table(Base.metadata)
+outbox, outbox_pending = outbox_tables(Base.metadata)
 processed_events = processed_events_table(Base.metadata)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.consumer import processed_events_table
 from shared.db import naming_metadata
-from shared.outbox import outbox_table
+from shared.outbox import outbox_tables
 
 SCHEMA = "experiments"
 
@@ -144,5 +144,5 @@ class ServedResponse(Base):
     __table_args__ = (Index("ix_served_responses_served_at", "served_at"),)
 
 
-outbox = outbox_table(Base.metadata)
+outbox, outbox_pending = outbox_tables(Base.metadata)
 processed_events = processed_events_table(Base.metadata)

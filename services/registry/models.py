@@ -13,7 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.consumer import processed_events_table
 from shared.db import naming_metadata
-from shared.outbox import outbox_table
+from shared.outbox import outbox_tables
 
 SCHEMA = "registry"
 
@@ -106,5 +106,5 @@ class DeployPolicy(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-outbox = outbox_table(Base.metadata)
+outbox, outbox_pending = outbox_tables(Base.metadata)
 processed_events = processed_events_table(Base.metadata)

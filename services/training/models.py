@@ -11,7 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.consumer import processed_events_table
 from shared.db import naming_metadata
-from shared.outbox import outbox_table
+from shared.outbox import outbox_tables
 
 SCHEMA = "training"
 
@@ -137,5 +137,5 @@ class AuditEntry(Base):
     __table_args__ = (Index("ix_audit_log_org_at", "organization", "at"),)
 
 
-outbox = outbox_table(Base.metadata)
+outbox, outbox_pending = outbox_tables(Base.metadata)
 processed_events = processed_events_table(Base.metadata)

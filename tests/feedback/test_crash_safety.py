@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import UUID
 
 from rlhf.stack import migrate_all
 from services.feedback.main import SPEC
-from services.feedback.models import Feedback, outbox
+from services.feedback.models import Feedback, outbox, outbox_pending
 from shared.consumer import IdempotentConsumer, Route, processed_events_table
 from shared.db import Database
 from shared.events import FeedbackReceived, FeedbackSubmitted
@@ -80,7 +80,7 @@ async def test_relay_killed_after_publish_before_marking_sent(isolated):
             items = [{"query": f"q{uuid.uuid4()}", "response": "r", "feedback_type": "thumbs_up"}] * 50
             r = await api.post("/api/feedback/batch", json={"items": items}, headers=key_headers)
             assert r.status_code == 201
-    unsent = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+    unsent = select(func.count()).select_from(outbox_pending)
     assert await scalar(db, unsent) == 200
 
     # The relay publishes its first batch of 50, then dies before marking the rows sent.
@@ -121,7 +121,7 @@ async def test_the_relay_publishes_batch_after_batch_in_outbox_order_for_each_ke
     port = free_port()  # a process without the API serves its /healthz and /metrics on the port it is given
     relay = start_role(isolated, "relay", RLHF_OUTBOX_BATCH_SIZE="50", RLHF_HTTP_PORT=str(port))
     try:
-        unsent = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+        unsent = select(func.count()).select_from(outbox_pending)
         await eventually(lambda: _is_zero(db, unsent))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as probe:
             assert (await probe.get("/healthz")).json() == {"status": "ok", "service": "feedback"}

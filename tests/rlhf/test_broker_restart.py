@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from rlhf.stack import Stack, service_specs
 from services.curation.models import FeedbackView, processed_events
-from services.feedback.models import outbox
+from services.feedback.models import outbox_pending
 from shared import auth
 from shared.db import make_engine
 from shared.infra import free_port
@@ -50,7 +50,7 @@ async def test_a_restarted_embedded_broker_loses_nothing(tmp_path):
             r = await gateway.post("/api/feedback/batch", json={"items": items}, headers=h)
             assert r.status_code == 201
         ids = r.json()["ids"]
-        unsent = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+        unsent = select(func.count()).select_from(outbox_pending)
         await eventually(lambda: _is(engine, unsent, 0))  # published to the broker, marked sent...
         first.stop()  # ...and gone with it: the broker kept them in memory only
 

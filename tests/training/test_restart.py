@@ -23,7 +23,7 @@ import pytest_asyncio
 from sqlalchemy import func, select
 
 from services.training.main import SPEC
-from services.training.models import FineTuningJob, JobMetric, outbox
+from services.training.models import FineTuningJob, JobMetric, outbox, outbox_pending
 from services.training.providers import get_provider
 from services.training.providers.base import JobSpec
 from services.training.settings import TrainingSettings
@@ -87,8 +87,8 @@ async def stored_steps(db: Database, job_id: uuid.UUID) -> list[int]:
 
 async def outbox_drained(db: Database, organization: str) -> bool:
     async with db.read() as session:
-        stmt = select(func.count()).select_from(outbox).where(
-            outbox.c.organization == organization, outbox.c.published_at.is_(None))
+        stmt = select(func.count()).select_from(outbox.join(outbox_pending, outbox_pending.c.id == outbox.c.id)).where(
+            outbox.c.organization == organization)
         return (await session.execute(stmt)).scalar_one() == 0
 
 

@@ -16,11 +16,11 @@ from shared.consumer import Delivery, processed_events_table
 from shared.db import UnitOfWork, naming_metadata
 from shared.events import FeedbackReceived
 from shared.http import DB, Viewer
-from shared.outbox import outbox_table
+from shared.outbox import outbox_tables
 
 metadata = naming_metadata("tally")
 tallies = Table("tallies", metadata, Column("organization", Text, primary_key=True), Column("count", Integer))
-outbox_table(metadata)
+outbox_tables(metadata)
 processed_events_table(metadata)
 
 

@@ -1,0 +1,20 @@
+"""The outbox's unsent rows are the ids in `outbox_pending` (a trigger adds them; the relay deletes
+them as it publishes), no longer a null `published_at` the relay updated (see shared/outbox.py).
+
+Revision ID: 0003
+"""
+
+from alembic import op
+
+from shared.migrations import outbox_pending_ids, outbox_published_at
+
+revision = "0003"
+down_revision = "0002"
+
+
+def upgrade() -> None:
+    outbox_pending_ids(op, "feedback")
+
+
+def downgrade() -> None:
+    outbox_published_at(op, "feedback")
