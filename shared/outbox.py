@@ -352,14 +352,29 @@ class OutboxRelay:
         return len(claim.rows)
 
     async def _enqueue(self, rows) -> list[asyncio.Future]:
-        """Hands the rows to the producer, in order; returns their acknowledgements."""
-        return [
-            await self.producer.send(
-                row.topic, value=row.envelope.encode(), key=row.key.encode() if row.key else None,
-                headers=kafka_headers(row),
-            )
-            for row in rows
-        ]
+        """Hands the rows to the producer as record batches, one per partition (a new one when one
+        fills), each partition's rows in order; returns the batches' acknowledgements.
+
+        aiokafka's batch API: per record only its encoding, where `send()` costs a future, a
+        partitioner call and a metadata lookup per record (more than half of the relay's CPU).
+        Keys go to the partitions `crc32_partitioner` gives them, as before."""
+        partitions = {topic: sorted(await self.producer.partitions_for(topic)) for topic in {r.topic for r in rows}}
+        open_batches: dict[tuple[str, int], Any] = {}
+        acks = []
+        for row in rows:
+            key = row.key.encode() if row.key else None
+            where = (row.topic, crc32_partitioner(key, partitions[row.topic], partitions[row.topic]))
+            record = dict(timestamp=None, key=key, value=row.envelope.encode(), headers=kafka_headers(row))
+            batch = open_batches.get(where)
+            if batch is None or batch.append(**record) is None:  # none yet, or full: send it, start another
+                if batch is not None:
+                    acks.append(await self.producer.send_batch(batch, where[0], partition=where[1]))
+                batch = open_batches[where] = self.producer.create_batch()
+                if batch.append(**record) is None:
+                    raise ValueError(f"outbox row {row.id}: an empty record batch refused it")
+        for (topic, partition), batch in open_batches.items():
+            acks.append(await self.producer.send_batch(batch, topic, partition=partition))
+        return acks
 
     async def _send(self, rows) -> None:
         await asyncio.gather(*await self._enqueue(rows))
