@@ -4,7 +4,9 @@
 
 Raw baselines (what the machine can do without the product):
   * asyncpg COPY (copy_records_to_table) into a scratch table in schema `bench_raw`;
-  * aiokafka batched produce, the relay's producer settings and send-then-gather pattern;
+  * aiokafka batched produce, the relay's producer settings, two ways: `send()` each message and
+    gather a thousand at a time (aiokafka's usual API; the baseline issue 14's target names), and
+    record batches built per partition and handed over whole (its batch API, as the relay sends);
   * a bare FastAPI `POST /echo` under uvicorn, driven by the same HTTP load generator.
 Product figures (the feedback service as real processes, `python -m services.feedback.main`):
   * batch ingest, committed-only and committed-and-published (outbox backlog 0);
@@ -376,6 +378,27 @@ async def produce_gathered(producer: AIOKafkaProducer, topic: str, messages: lis
     return time.perf_counter() - t0
 
 
+async def produce_record_batches(producer: AIOKafkaProducer, topic: str, messages: list[tuple[bytes, bytes]],
+                                 chunk: int = BATCH_SIZE) -> float:
+    """The relay's pattern: each chunk as one record batch per partition (aiokafka's batch API), then
+    gather the batches' acknowledgements."""
+    from shared.outbox import crc32_partitioner
+
+    partitions = sorted(await producer.partitions_for(topic))
+    t0 = time.perf_counter()
+    for start in range(0, len(messages), chunk):
+        batches: dict[int, Any] = {}
+        for k, v in messages[start : start + chunk]:
+            partition = crc32_partitioner(k, partitions, partitions)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = producer.create_batch()
+            if batch.append(key=k, value=v, timestamp=None) is None:
+                raise RuntimeError("a record batch filled up: raise max_batch_size")
+        await asyncio.gather(*[await producer.send_batch(b, topic, partition=p) for p, b in batches.items()])
+    return time.perf_counter() - t0
+
+
 async def raw_produce(bootstrap: str, n: int, size: int) -> dict[str, Any]:
     from shared.infra import ensure_topics
 
@@ -390,6 +413,8 @@ async def raw_produce(bootstrap: str, n: int, size: int) -> dict[str, Any]:
         messages = [(str(uuid.uuid4()).encode(), pad) for _ in range(n)]
         await produce_gathered(producer, RAW_TOPIC, messages[:2000])  # connect, metadata, warm
         elapsed = await produce_gathered(producer, RAW_TOPIC, messages)
+        await produce_record_batches(producer, RAW_TOPIC, messages[:2000])
+        batched = await produce_record_batches(producer, RAW_TOPIC, messages)
     finally:
         await producer.stop()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -401,7 +426,8 @@ async def raw_produce(bootstrap: str, n: int, size: int) -> dict[str, Any]:
     finally:
         await admin.close()
     return {"messages": n, "bytes_each": size, "messages_per_gather": BATCH_SIZE,
-            "seconds": round(elapsed, 3), "msgs_per_s": n / elapsed}
+            "seconds": round(elapsed, 3), "msgs_per_s": n / elapsed,
+            "record_batches": {"seconds": round(batched, 3), "msgs_per_s": n / batched}}
 
 
 async def bare_endpoint(n: int, concurrency: int, logs: Path, meter: CpuMeter) -> dict[str, Any]:
@@ -731,12 +757,17 @@ def render(r: dict[str, Any]) -> str:
         f"| Raw aiokafka produce ({prod['messages']:,} × {prod['bytes_each']} B, "
         f"gather/{prod['messages_per_gather']:,}) | "
         f"{fmt(prod['msgs_per_s'])} msgs/s | — | — | — |",
+        f"| Raw aiokafka produce, the same in record batches per partition (batch API) | "
+        f"{fmt(prod['record_batches']['msgs_per_s'])} msgs/s | — | — | — |",
         f"| Bare FastAPI POST /echo ({bare['requests']:,} req, c={bare['concurrency']}) | "
         f"{fmt(bare['rps'])} req/s (p50 {fmt(bare['p50_ms'], 1)} / p99 {fmt(bare['p99_ms'], 1)} ms) | — | — | — |",
         f"| Batch ingest, committed + published ({bi['items']:,} items, {bi['batches']}×{bi['items_per_batch']:,}, "
         f"c={bi['concurrency']}) | {fmt(bi['published_items_per_s'])} feedback/s | "
         f"{fmt(prod['msgs_per_s'])} msgs/s (raw produce) | {t['batch_vs_produce']['ratio']:.2f}× | "
         f"≥ 0.5× **{t['batch_vs_produce']['verdict']}** |",
+        f"| *Supplementary:* batch ingest beside raw produce in record batches (the relay's own pattern) | "
+        f"{fmt(bi['published_items_per_s'])} feedback/s | {fmt(prod['record_batches']['msgs_per_s'])} msgs/s | "
+        f"{bi['published_items_per_s'] / prod['record_batches']['msgs_per_s']:.2f}× | (informational) |",
         f"| Batch ingest, committed only (last HTTP response) | {fmt(bi['committed_items_per_s'])} feedback/s | "
         f"{fmt(copy['rows_per_s'])} rows/s (raw COPY) | {bi['committed_items_per_s'] / copy['rows_per_s']:.2f}× | — |",
         f"| Single POST /api/feedback ({sp['requests']:,} req, c={sp['concurrency']}) | {fmt(sp['rps'])} req/s | "
@@ -850,7 +881,7 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
         log(f"  {copy['rows_per_s']:,.0f} rows/s")
         log(f"raw aiokafka produce: {raw_messages:,} × {message_bytes} B")
         produce = await raw_produce(bootstrap, raw_messages, message_bytes)
-        log(f"  {produce['msgs_per_s']:,.0f} msgs/s")
+        log(f"  {produce['msgs_per_s']:,.0f} msgs/s (record batches: {produce['record_batches']['msgs_per_s']:,.0f})")
         log(f"bare FastAPI endpoint: {singles:,} requests, concurrency {SINGLE_CONCURRENCY}")
         bare = await bare_endpoint(singles, SINGLE_CONCURRENCY, tmp / "logs", meter)
         log(f"  {bare['rps']:,.0f} req/s")
