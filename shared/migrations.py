@@ -77,7 +77,8 @@ def create_backbone_tables(op, schema: str) -> None:
 
 def outbox_pending_ids(op, schema: str) -> None:
     """Version 2 of the outbox (see shared/outbox.py): what is unsent becomes a row of `outbox_pending`,
-    filled by a trigger, instead of a null `published_at` that the relay updated."""
+    filled by a trigger, instead of a null `published_at` that the relay updated; and no unique index
+    on `event_id`."""
     op.create_table("outbox_pending", sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
                     schema=schema)
     op.execute(f'INSERT INTO "{schema}".outbox_pending (id) '
@@ -86,6 +87,12 @@ def outbox_pending_ids(op, schema: str) -> None:
     op.drop_column("outbox", "published_at", schema=schema)
     for statement in pending_trigger_ddl(schema):
         op.execute(statement)
+    # Nothing looks an event up by its id in the outbox, and a repeated id is harmless (consumers
+    # dedupe by it): its unique index was one random-key insert per event for no reader.
+    op.execute(f"""DO $$ DECLARE name text; BEGIN
+        SELECT conname INTO name FROM pg_constraint WHERE conrelid = '"{schema}".outbox'::regclass AND contype = 'u';
+        IF name IS NOT NULL THEN EXECUTE format('ALTER TABLE %I.outbox DROP CONSTRAINT %I', '{schema}', name); END IF;
+    END $$""")
 
 
 def outbox_published_at(op, schema: str) -> None:
@@ -99,3 +106,4 @@ def outbox_published_at(op, schema: str) -> None:
         "ix_outbox_unpublished", "outbox", ["id"], schema=schema, postgresql_where=sa.text("published_at IS NULL")
     )
     op.drop_table("outbox_pending", schema=schema)
+    op.create_unique_constraint("uq_outbox_event_id", "outbox", ["event_id"], schema=schema)

@@ -51,7 +51,7 @@ def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
         "outbox",
         metadata,
         Column("id", BigInteger, primary_key=True, autoincrement=True),
-        Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+        Column("event_id", UUID(as_uuid=True), nullable=False),
         Column("topic", Text, nullable=False),
         Column("key", Text, nullable=True),
         # The envelope's routing fields again, so that the relay builds Kafka headers without parsing.

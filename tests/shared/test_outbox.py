@@ -127,6 +127,9 @@ async def test_the_migration_to_pending_ids_keeps_unsent_what_was_unsent_both_wa
             assert len(unpublished) == 3
 
             await conn.run_sync(run_migration, outbox_pending_ids, schema)
+            assert (await conn.execute(text(
+                f"SELECT count(*) FROM pg_constraint WHERE conrelid = '{schema}.outbox'::regclass AND contype = 'u'"
+            ))).scalar() == 0
             assert list((await conn.execute(text(f"SELECT id FROM {q}.outbox_pending ORDER BY id"))).scalars()) \
                 == unpublished
             await conn.execute(text(
@@ -139,6 +142,9 @@ async def test_the_migration_to_pending_ids_keeps_unsent_what_was_unsent_both_wa
             assert list((await conn.execute(text(
                 f"SELECT id FROM {q}.outbox WHERE published_at IS NULL ORDER BY id"))).scalars()) == pending
             assert (await conn.execute(text(f"SELECT to_regclass('{schema}.outbox_pending')"))).scalar() is None
+            assert (await conn.execute(text(  # the unique index on event_id is back
+                f"SELECT count(*) FROM pg_constraint WHERE conrelid = '{schema}.outbox'::regclass AND contype = 'u'"
+            ))).scalar() == 1
     finally:
         async with db.engine.begin() as conn:
             await conn.execute(text(f"DROP SCHEMA IF EXISTS {q} CASCADE"))
