@@ -4,7 +4,7 @@ at steady offered rates, beside the raw broker's own produce-to-consume latency 
     python -m bench.latency [--rates 200 2000] [--seconds 20]
 
 The product path: the feedback API commits the item and its FeedbackReceived (outbox) → the relay,
-woken by the commit's NOTIFY, publishes → curation's consumer applies it and records the event in
+woken by the NOTIFY sent after the commit, publishes → curation's consumer applies it and records the event in
 processed_events. The time an item became visible is that row's `processed_at` (the consumer's
 transaction start, a few milliseconds before its commit: the figure is a slight underestimate);
 the time it was accepted is the client's clock when the 201 arrived (same machine, same clock).

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from shared.events import Event
+from shared.notifications import dsn_of
 from shared.outbox import OutboxMessage, OutboxWriter, encode, encode_fields
 
 
@@ -67,6 +68,8 @@ class UnitOfWork:
                 if self._pending:
                     await self._outbox.write(self.session, self._pending)
                 await self.session.commit()
+                if self._pending:
+                    self._outbox.committed()
             else:
                 await self.session.rollback()
         finally:
@@ -111,7 +114,7 @@ class Database:
     def __init__(self, url: str, *, schema: str, producer: str, pool_size: int = 20):
         self.engine = make_engine(url, pool_size=pool_size)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autobegin=False)
-        self.outbox = OutboxWriter(schema=schema, producer=producer)
+        self.outbox = OutboxWriter(schema=schema, producer=producer, dsn=dsn_of(self.engine))
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.sessions, self.outbox)
@@ -119,7 +122,7 @@ class Database:
     @property
     def dsn(self) -> str:
         """The database's address for a plain asyncpg connection (e.g. from another process)."""
-        return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return dsn_of(self.engine)
 
     @asynccontextmanager
     async def read(self):
@@ -127,4 +130,5 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
+        await self.outbox.close()
         await self.engine.dispose()

@@ -38,7 +38,7 @@ from shared.bulk import copy_or_insert
 from shared.events import Event
 from shared.failpoints import failpoint
 from shared.infra import ensure_topics, read_topic
-from shared.notifications import ChannelListener, dsn_of
+from shared.notifications import ChannelListener, ChannelNotifier, dsn_of
 from shared.observability import EVENTS_PUBLISHED, OUTBOX_BACKLOG, get_logger
 
 log = get_logger(__name__)
@@ -171,18 +171,26 @@ def wakeup_channel(schema: str) -> str:
 
 
 class OutboxWriter:
-    """Adds events to the outbox inside the caller's transaction, and a NOTIFY that PostgreSQL
-    delivers when (and only if) it commits, so an idle relay publishes at once instead of at its
-    next poll."""
+    """Adds events to the outbox inside the caller's transaction; once that has committed,
+    `committed()` wakes the relays (a NOTIFY sent after the commit, see ChannelNotifier), so an idle
+    relay publishes at once instead of at its next poll."""
 
-    def __init__(self, *, schema: str, producer: str):
+    def __init__(self, *, schema: str, producer: str, dsn: str | None = None):
         self.schema = schema
         self.producer = producer
-        self._notify = text(f'NOTIFY "{wakeup_channel(schema)}"')
+        self.notifier = ChannelNotifier(dsn, wakeup_channel(schema)) if dsn else None
 
     async def write(self, session: AsyncSession, messages: Sequence[OutboxMessage]) -> None:
         await copy_or_insert(session, self.schema, "outbox", OUTBOX_COLUMNS, messages)
-        await session.execute(self._notify)
+
+    def committed(self) -> None:
+        """Rows written by `write` have committed: wake the relays."""
+        if self.notifier is not None:
+            self.notifier.poke()
+
+    async def close(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.close()
 
 
 def crc32_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:

@@ -3,7 +3,9 @@
 retention purges published rows oldest first and never a pending one; and the migration to pending
 ids keeps unsent what was unsent, both ways."""
 
+import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
@@ -13,10 +15,11 @@ from alembic.operations import Operations
 from sqlalchemy import MetaData, func, select, text
 
 from shared.db import Database
+from shared.events import FeedbackReceived
 from shared.infra import ensure_topics
 from shared.migrations import create_backbone_tables, outbox_pending_ids, outbox_published_at
 from shared.outbox import OutboxMessage, OutboxRelay, make_producer, outbox_tables
-from tests.support import envelope_of
+from tests.support import envelope_of, eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -149,3 +152,27 @@ async def test_the_migration_to_pending_ids_keeps_unsent_what_was_unsent_both_wa
         async with db.engine.begin() as conn:
             await conn.execute(text(f"DROP SCHEMA IF EXISTS {q} CASCADE"))
         await db.dispose()
+
+
+async def test_an_idle_relay_publishes_a_commit_at_once_woken_by_the_notify_after_it(scratch, kafka):
+    """The relay's safety poll is set to an hour: only the NOTIFY sent after the commit can wake it."""
+    db, relay = scratch["db"], scratch["relay"]
+    relay.IDLE_POLL = 3600.0
+    running = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: asyncio.sleep(0, relay._listener.listening))
+        await asyncio.sleep(0.2)  # the relay found nothing and waits
+        feedback_id = uuid.uuid4()
+        async with db.unit_of_work() as uow:
+            uow.emit(FeedbackReceived(query="q", response="r", feedback_type="thumbs_up", feedback_id=feedback_id,
+                                      created_at=datetime.now(UTC), source="bus"), organization="outbox-tests")
+        await eventually(lambda: _drained(relay), timeout=10)
+        records = await kafka.read_all([FeedbackReceived.topic()], match=lambda r: r.key == str(feedback_id).encode())
+        assert len(records) == 1
+    finally:
+        relay.stop()
+        await asyncio.wait_for(running, 10)
+
+
+async def _drained(relay: OutboxRelay) -> bool:
+    return await relay.backlog() == 0
