@@ -106,14 +106,17 @@ def check_json(body: bytes) -> tuple[tuple[str, str] | None, Any]:
     return _walk(doc), doc
 
 
+_CONTAINERS = (dict, list)  # a tuple: isinstance with a `dict | list` union is twice as slow (the walk's cost)
+
+
 def _deeper_than(doc: Any, limit: int) -> bool:
-    stack = [(doc, 0)] if isinstance(doc, dict | list) else []
+    stack = [(doc, 0)] if isinstance(doc, _CONTAINERS) else []
     while stack:
         value, depth = stack.pop()
         if depth >= limit:
             return True
         for child in value.values() if isinstance(value, dict) else value:
-            if isinstance(child, dict | list):
+            if isinstance(child, _CONTAINERS):
                 stack.append((child, depth + 1))
     return False
 
@@ -130,7 +133,7 @@ def _walk(doc: Any) -> tuple[str, str] | None:
         elif isinstance(value, int):
             if not -MAX_INT - 1 <= value <= MAX_INT:
                 return _dotted(path), "is an integer beyond 64 bits"
-        elif isinstance(value, dict | list):
+        elif isinstance(value, _CONTAINERS):
             if depth >= MAX_DEPTH:
                 return _dotted(path), f"nests deeper than {MAX_DEPTH} levels"
             items = value.items() if isinstance(value, dict) else enumerate(value)

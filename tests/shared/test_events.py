@@ -2,8 +2,10 @@
 
 import functools
 import operator
+import pickle
 import uuid
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -154,6 +156,12 @@ def test_ids_made_many_at_a_time_are_random_version_4_uuids():
     assert len(set(ids)) == 10_000
     assert {(i.version, i.variant) for i in ids} == {(4, uuid.RFC_4122)}
     assert all(uuid.UUID(str(i)) == i for i in ids[:100])
+    # Made without the constructor, they are UUIDs like any other: equal, hashed, pickled, encoded alike.
+    made = [uuid.UUID(int=i.int) for i in ids[:100]]
+    assert all(type(i) is uuid.UUID and i.is_safe is uuid.SafeUUID.unknown for i in ids[:100])
+    assert ids[:100] == made and [hash(i) for i in ids[:100]] == [hash(m) for m in made]
+    assert pickle.loads(pickle.dumps(ids[:100])) == made and sorted(ids[:100]) == sorted(made)
+    assert orjson.dumps(ids[:100]) == orjson.dumps(made)
     # Every one of the 122 random bits varies (none is stuck at 0 or 1).
     assert functools.reduce(operator.or_, (i.int for i in ids)) == functools.reduce(
         operator.or_, (uuid.uuid4().int for _ in range(10_000)))
