@@ -182,7 +182,7 @@ def check_feedback_value(feedback_type: str, value: dict[str, Any]) -> None:
     carries the corrected answer in `correction`. Thumbs and detailed feedback take any object."""
     if feedback_type == "rating":
         rating = value.get("rating")
-        if isinstance(rating, bool) or not isinstance(rating, int | float) or not 1 <= rating <= 5:
+        if isinstance(rating, bool) or not isinstance(rating, (int, float)) or not 1 <= rating <= 5:
             raise FieldValueError("feedback_value.rating", "must be a number from 1 to 5 for a rating")
     elif feedback_type == "correction":
         correction = value.get("correction")
