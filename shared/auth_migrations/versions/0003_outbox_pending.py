@@ -1,5 +1,6 @@
 """The outbox's unsent rows are the ids in `outbox_pending` (a trigger adds them; the relay deletes
-them as it publishes), no longer a null `published_at` the relay updated (see shared/outbox.py).
+them as it publishes), no longer a null `published_at` the relay updated; and no unique index on
+`event_id`, which nothing reads by (see shared/outbox.py).
 
 Revision ID: 0003
 """
