@@ -5,7 +5,7 @@ are serialised with an advisory lock, so every process may call `upgrade` at sta
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import MetaData, text
 from sqlalchemy.dialects import postgresql
@@ -48,7 +48,8 @@ def run_env() -> None:
 
 def create_backbone_tables(op, schema: str) -> None:
     """Version 1 of the outbox and processed-events tables, as every service's first migration makes
-    them; `outbox_pending_ids` makes version 2 (a new service's first migration calls both)."""
+    them; `outbox_pending_ids` makes version 2 (a new service's first migration calls both, the others
+    reach it by a revision of `outbox_version_2`)."""
     op.create_table(
         "outbox",
         sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
@@ -107,3 +108,8 @@ def outbox_published_at(op, schema: str) -> None:
     )
     op.drop_table("outbox_pending", schema=schema)
     op.create_unique_constraint("uq_outbox_event_id", "outbox", ["event_id"], schema=schema)
+
+
+def outbox_version_2(schema: str):
+    """A service's revision to version 2 of its outbox, both ways: `upgrade, downgrade = outbox_version_2(schema)`."""
+    return (lambda: outbox_pending_ids(op, schema)), (lambda: outbox_published_at(op, schema))

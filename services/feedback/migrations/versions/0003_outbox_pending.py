@@ -1,21 +1,10 @@
-"""The outbox's unsent rows are the ids in `outbox_pending` (a trigger adds them; the relay deletes
-them as it publishes), no longer a null `published_at` the relay updated; and no unique index on
-`event_id`, which nothing reads by (see shared/outbox.py).
+"""Version 2 of the outbox (unsent rows as ids in `outbox_pending`): shared/migrations.outbox_version_2.
 
 Revision ID: 0003
 """
 
-from alembic import op
-
-from shared.migrations import outbox_pending_ids, outbox_published_at
+from shared.migrations import outbox_version_2
 
 revision = "0003"
 down_revision = "0002"
-
-
-def upgrade() -> None:
-    outbox_pending_ids(op, "feedback")
-
-
-def downgrade() -> None:
-    outbox_published_at(op, "feedback")
+upgrade, downgrade = outbox_version_2("feedback")
