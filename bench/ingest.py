@@ -380,22 +380,14 @@ async def produce_gathered(producer: AIOKafkaProducer, topic: str, messages: lis
 
 async def produce_record_batches(producer: AIOKafkaProducer, topic: str, messages: list[tuple[bytes, bytes]],
                                  chunk: int = BATCH_SIZE) -> float:
-    """The relay's pattern: each chunk as one record batch per partition (aiokafka's batch API), then
-    gather the batches' acknowledgements."""
-    from shared.outbox import crc32_partitioner
+    """The relay's pattern: each chunk as one record batch per partition (aiokafka's batch API, through
+    the relay's own `send_record_batches`), then gather the batches' acknowledgements."""
+    from shared.outbox import send_record_batches
 
-    partitions = sorted(await producer.partitions_for(topic))
     t0 = time.perf_counter()
     for start in range(0, len(messages), chunk):
-        batches: dict[int, Any] = {}
-        for k, v in messages[start : start + chunk]:
-            partition = crc32_partitioner(k, partitions, partitions)
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = producer.create_batch()
-            if batch.append(key=k, value=v, timestamp=None) is None:
-                raise RuntimeError("a record batch filled up: raise max_batch_size")
-        await asyncio.gather(*[await producer.send_batch(b, topic, partition=p) for p, b in batches.items()])
+        records = [(topic, k, v, []) for k, v in messages[start : start + chunk]]
+        await asyncio.gather(*await send_record_batches(producer, records))
     return time.perf_counter() - t0
 
 

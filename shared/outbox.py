@@ -23,7 +23,7 @@ import random
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -202,6 +202,36 @@ def crc32_partitioner(key: bytes | None, all_partitions: list[int], available: l
     return all_partitions[zlib.crc32(key) % len(all_partitions)]
 
 
+async def send_record_batches(
+    producer: AIOKafkaProducer, records: Iterable[tuple[str, bytes | None, bytes, list]]
+) -> list[asyncio.Future]:
+    """Hands (topic, key, value, headers) records to the producer as record batches, one per
+    partition (a new one when one fills), each partition's records in order; returns the batches'
+    acknowledgements.
+
+    aiokafka's batch API: per record only its encoding, where `send()` costs a future, a partitioner
+    call and a metadata lookup per record (more than half of the relay's CPU). Keys go to the
+    partitions `crc32_partitioner` gives them."""
+    partitions: dict[str, list[int]] = {}
+    open_batches: dict[tuple[str, int], Any] = {}
+    acks = []
+    for topic, key, value, headers in records:
+        if topic not in partitions:
+            partitions[topic] = sorted(await producer.partitions_for(topic))
+        where = (topic, crc32_partitioner(key, partitions[topic], partitions[topic]))
+        record = dict(timestamp=None, key=key, value=value, headers=headers)
+        batch = open_batches.get(where)
+        if batch is None or batch.append(**record) is None:  # none yet, or full: send it, start another
+            if batch is not None:
+                acks.append(await producer.send_batch(batch, topic, partition=where[1]))
+            batch = open_batches[where] = producer.create_batch()
+            if batch.append(**record) is None:
+                raise ValueError(f"a record of {len(value)} bytes for {topic}: an empty record batch refused it")
+    for (topic, partition), batch in open_batches.items():
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
+    return acks
+
+
 def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
     # Tansu has no idempotent producer (InitProducerId); the outbox and inbox give the guarantees.
     options: dict[str, Any] = dict(
@@ -360,29 +390,11 @@ class OutboxRelay:
         return len(claim.rows)
 
     async def _enqueue(self, rows) -> list[asyncio.Future]:
-        """Hands the rows to the producer as record batches, one per partition (a new one when one
-        fills), each partition's rows in order; returns the batches' acknowledgements.
-
-        aiokafka's batch API: per record only its encoding, where `send()` costs a future, a
-        partitioner call and a metadata lookup per record (more than half of the relay's CPU).
-        Keys go to the partitions `crc32_partitioner` gives them, as before."""
-        partitions = {topic: sorted(await self.producer.partitions_for(topic)) for topic in {r.topic for r in rows}}
-        open_batches: dict[tuple[str, int], Any] = {}
-        acks = []
-        for row in rows:
-            key = row.key.encode() if row.key else None
-            where = (row.topic, crc32_partitioner(key, partitions[row.topic], partitions[row.topic]))
-            record = dict(timestamp=None, key=key, value=row.envelope.encode(), headers=kafka_headers(row))
-            batch = open_batches.get(where)
-            if batch is None or batch.append(**record) is None:  # none yet, or full: send it, start another
-                if batch is not None:
-                    acks.append(await self.producer.send_batch(batch, where[0], partition=where[1]))
-                batch = open_batches[where] = self.producer.create_batch()
-                if batch.append(**record) is None:
-                    raise ValueError(f"outbox row {row.id}: an empty record batch refused it")
-        for (topic, partition), batch in open_batches.items():
-            acks.append(await self.producer.send_batch(batch, topic, partition=partition))
-        return acks
+        """Hands the rows to the producer in record batches, in order; returns their acknowledgements."""
+        return await send_record_batches(self.producer, (
+            (row.topic, row.key.encode() if row.key else None, row.envelope.encode(), kafka_headers(row))
+            for row in rows
+        ))
 
     async def _send(self, rows) -> None:
         await asyncio.gather(*await self._enqueue(rows))
