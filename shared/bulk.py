@@ -8,6 +8,7 @@ committed at once, and kept when the unit of work rolls back. So every write her
 through the adapter (`exec_driver_sql`) or begins the adapter's transaction first."""
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -17,13 +18,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 COPY_THRESHOLD = 16
 
 
+def uses_copy(rows: int) -> bool:
+    """Whether `copy_or_insert` writes this many rows with COPY."""
+    return rows >= COPY_THRESHOLD
+
+
+async def transaction_time(session: AsyncSession) -> datetime:
+    """The start of the session's transaction, PostgreSQL's now(): what a column's DEFAULT now() gives
+    every row the transaction writes. Begins the transaction through the adapter if it has not yet."""
+    conn = await session.connection()
+    return (await conn.exec_driver_sql("SELECT now()")).scalar_one()
+
+
 async def copy_or_insert(
     session: AsyncSession, schema: str, table: str, columns: Sequence[str], records: Sequence[Sequence[Any]]
 ) -> None:
     if not records:
         return
     conn = await session.connection()
-    if len(records) < COPY_THRESHOLD:
+    if not uses_copy(len(records)):
         names = ", ".join(f'"{c}"' for c in columns)
         params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
         # Through the adapter (asyncpg's executemany on a prepared statement): inside the transaction.

@@ -1,7 +1,7 @@
 """PostgreSQL access: one async engine per process, one schema per service, one unit of work per effect."""
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
 
 from shared.events import Event
 from shared.notifications import dsn_of
-from shared.outbox import OutboxMessage, OutboxWriter, encode, encode_fields
+from shared.outbox import OutboxMessage, OutboxWriter, encode, encode_many
 
 
 def async_url(url: str) -> str:
@@ -92,20 +92,21 @@ class UnitOfWork:
             encode(event, organization=organization, producer=self._outbox.producer, correlation_id=correlation_id)
         )
 
-    def emit_fields(
+    def emit_many(
         self,
         event_type: type[Event],
-        fields: Mapping[str, Any],
+        payloads: Sequence[Mapping[str, Any]],
         *,
         organization: str,
-        correlation_id: str | None = None,
-        event_id: uuid.UUID | None = None,
+        event_ids: Sequence[uuid.UUID],
+        correlation_ids: Sequence[str | None],
     ) -> None:
-        """`emit` for an event given as its fields, which another model validated already (a per-item
-        hot path): no model built and validated again; the consumers validate what they receive."""
-        self._pending.append(encode_fields(event_type, fields, organization=organization,
-                                           producer=self._outbox.producer, correlation_id=correlation_id,
-                                           event_id=event_id))
+        """`emit` for a batch of events of one type, each given as its fields, which another model
+        validated already (a per-item hot path): no model built and validated again; the consumers
+        validate what they receive. See `encode_many` for the fields' types."""
+        self._pending.extend(encode_many(event_type, payloads, organization=organization,
+                                         producer=self._outbox.producer, event_ids=event_ids,
+                                         correlation_ids=correlation_ids))
 
 
 class Database:

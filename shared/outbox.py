@@ -117,23 +117,26 @@ def encode(
     return OutboxMessage(event_id, event.topic(), key, event.type_name, organization, correlation_id, envelope)
 
 
-def encode_fields(
+def encode_many(
     event_type: type[Event],
-    fields: Mapping[str, Any],
+    payloads: Sequence[Mapping[str, Any]],
     *,
     organization: str,
     producer: str,
-    correlation_id: str | None = None,
-    event_id: uuid.UUID | None = None,
-) -> OutboxMessage:
-    """`encode` for an event given as its fields, already validated (Event.fields_to_wire)."""
-    event_id = event_id or uuid.uuid4()
-    correlation_id = correlation_id or str(event_id)
-    envelope = event_type.fields_to_wire(fields, event_id=event_id, organization=organization, producer=producer,
-                                         correlation_id=correlation_id)
-    key = partition_key(fields.get, organization)
-    return OutboxMessage(event_id, event_type.topic(), key, event_type.type_name, organization, correlation_id,
-                         envelope)
+    event_ids: Sequence[uuid.UUID],
+    correlation_ids: Sequence[str | None],
+) -> list[OutboxMessage]:
+    """`encode` for a batch of events of one type, each given as its fields, already validated and in
+    orjson's types (Event.many_to_wire); an event without a correlation id is its own."""
+    ids = [str(i) for i in event_ids]
+    correlation_ids = [c or i for c, i in zip(correlation_ids, ids, strict=True)]
+    envelopes = event_type.many_to_wire(payloads, event_ids=ids, organization=organization, producer=producer,
+                                        correlation_ids=correlation_ids)
+    topic, type_name = event_type.topic(), event_type.type_name
+    return [OutboxMessage(event_id, topic, partition_key(payload.get, organization), type_name, organization,
+                          correlation_id, envelope)
+            for event_id, payload, correlation_id, envelope in zip(event_ids, payloads, correlation_ids, envelopes,
+                                                                   strict=True)]
 
 
 def partition_key(field_of: Callable[[str], Any], organization: str) -> str:

@@ -3,7 +3,7 @@
 import operator
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.feedback.models import FEEDBACK_COPY_COLUMNS, SCHEMA, Feedback, ServedResponse
-from shared.bulk import copy_or_insert
+from shared.bulk import copy_or_insert, transaction_time, uses_copy
 
 
 @dataclass(frozen=True)
@@ -25,18 +25,31 @@ class FeedbackFilter:
     created_to: datetime | None = None
 
 
-_COPY_VALUES = operator.itemgetter(*FEEDBACK_COPY_COLUMNS)
-_VALUE_AT = FEEDBACK_COPY_COLUMNS.index("feedback_value")
+# What a batch writes; created_at and updated_at come from their DEFAULT now() (see add_many).
+_BULK_COLUMNS = [c for c in FEEDBACK_COPY_COLUMNS if c not in ("created_at", "updated_at")]
+_BULK_VALUES = operator.itemgetter(*_BULK_COLUMNS)
+_VALUE_AT = _BULK_COLUMNS.index("feedback_value")
 
 
-async def add_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Bulk insert into rlhf_feedback inside the session's transaction (bulk ingest is COPY-bound)."""
+async def add_many(session: AsyncSession, rows: list[dict[str, Any]]) -> datetime:
+    """Bulk insert into rlhf_feedback inside the session's transaction; returns the time the rows were
+    created (and last updated) at. A batch is one COPY whose rows take that time from the columns'
+    DEFAULT now(), the transaction's start: asyncpg encodes a timestamp in Python, ~0.7 µs each (two
+    of them were 40% of a row's COPY). A few rows are INSERTs with the clock's time."""
     records = []
     for row in rows:
-        record = list(_COPY_VALUES(row))
+        record = list(_BULK_VALUES(row))
         record[_VALUE_AT] = orjson.dumps(record[_VALUE_AT]).decode()
         records.append(record)
-    await copy_or_insert(session, SCHEMA, "rlhf_feedback", FEEDBACK_COPY_COLUMNS, records)
+    if uses_copy(len(records)):
+        created = await transaction_time(session)
+        columns = _BULK_COLUMNS
+    else:
+        created = datetime.now(UTC)
+        columns = [*_BULK_COLUMNS, "created_at", "updated_at"]
+        records = [[*record, created, created] for record in records]
+    await copy_or_insert(session, SCHEMA, "rlhf_feedback", columns, records)
+    return created
 
 
 async def get(session: AsyncSession, organization: str, feedback_id: uuid.UUID, *, for_update: bool = False):

@@ -1,6 +1,7 @@
 """The feedback service's HTTP API on the real PostgreSQL: every endpoint, bad input, auth rules."""
 
 import uuid
+from datetime import datetime
 
 import pytest
 from sqlalchemy import func, select, text
@@ -255,3 +256,28 @@ async def test_outbox_envelope_carries_correlation_id(api, make_key, org, feedba
         )).scalar_one()
     assert env["correlation_id"] == f"c-{org}"
     assert env["type"] == "FeedbackReceived" and env["version"] == 1 and env["producer"] == "feedback"
+
+
+@pytest.mark.parametrize("size", [1, 40])  # one INSERT; one COPY (whose rows take their time from the database)
+async def test_each_item_is_announced_as_it_was_stored(api, make_key, org, feedback_db, size):
+    h = await make_key(org)
+    items = [item(query=f"q{i}", tags=[f"T{i % 3}", " t0 "], feedback_type="rating", feedback_value={"rating": 3})
+             for i in range(size)]
+    r = await api.post("/api/feedback/batch", json={"items": items}, headers={**h, "X-Correlation-ID": f"c-{org}"})
+    assert r.status_code == 201, r.text
+    ids = r.json()["ids"]
+    async with feedback_db.read() as s:
+        envelopes = (await s.execute(text(
+            "SELECT envelope::jsonb FROM feedback.outbox WHERE envelope::jsonb->>'organization' = :o ORDER BY id"),
+            {"o": org})).scalars().all()
+    assert [e["payload"]["feedback_id"] for e in envelopes] == ids
+    assert len({e["event_id"] for e in envelopes}) == size and not {e["event_id"] for e in envelopes} & set(ids)
+    for fid, envelope in zip(ids, envelopes, strict=True):
+        row = (await api.get(f"/api/feedback/{fid}", headers=h)).json()
+        payload = envelope["payload"]
+        assert envelope["correlation_id"] == f"c-{org}" and envelope["type"] == "FeedbackReceived"
+        assert row["created_at"] == row["updated_at"]
+        assert datetime.fromisoformat(payload["created_at"]) == datetime.fromisoformat(row["created_at"])
+        assert {k: payload[k] for k in ("query", "tags", "feedback_value", "source")} == {
+            k: row[k] for k in ("query", "tags", "feedback_value", "source")}
+        assert row["tags"] == list(dict.fromkeys([f"t{int(row['query'][1:]) % 3}", "t0"]))  # normalized

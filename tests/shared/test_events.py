@@ -129,39 +129,59 @@ def test_registry_topics():
     assert DeploymentRefused.topic() == "rlhf.deployment.refused.v1"
 
 
-def test_an_event_from_its_fields_travels_as_the_model_would():
+def test_events_from_their_fields_travel_as_their_models_would():
     from datetime import UTC, datetime
 
-    from shared.outbox import encode, encode_fields
+    from shared.outbox import encode, encode_many
 
-    fields = dict(query="q", response="r", feedback_type="rating", feedback_value={"rating": 4, "x": [1, {"y": None}]},
-                  tags=["a", "b"], session_id="s", latency_ms=12, feedback_id=uuid.uuid4(),
-                  created_at=datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=UTC), source="bus")
-    model = FeedbackReceived(**fields)
-    from_fields = encode_fields(FeedbackReceived, fields, organization="acme", producer="p", correlation_id="c")
-    from_model = encode(model, organization="acme", producer="p", correlation_id="c")
-    assert (from_fields.topic, from_fields.key, from_fields.event_type) == (from_model.topic, from_model.key,
-                                                                            from_model.event_type)
-    assert from_fields.key == str(fields["feedback_id"])
-    decoded = [decode_payload(Envelope.model_validate_json(m.envelope)) for m in (from_fields, from_model)]
-    assert decoded[0] == decoded[1] == model
-    envelope = Envelope.model_validate_json(from_fields.envelope)
-    assert (envelope.event_id, envelope.organization, envelope.correlation_id) == (from_fields.event_id, "acme", "c")
+    models, payloads = [], []
+    for i, source in enumerate(["bus", "http", "http"]):
+        fields = dict(query="q", response=f"r{i}", feedback_type="rating",
+                      feedback_value={"rating": 4, "x": [1, {"y": None}]}, tags=["a", "b"], session_id="s",
+                      latency_ms=12, feedback_id=uuid.uuid4(),
+                      created_at=datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=UTC), source=source)
+        models.append(FeedbackReceived(**fields))
+        payloads.append(dict(fields, feedback_id=str(fields["feedback_id"])))  # orjson's types: an id as its str
+    event_ids = [uuid.uuid4() for _ in models]
+    from_fields = encode_many(FeedbackReceived, payloads, organization="acme", producer="p",
+                              event_ids=event_ids, correlation_ids=["c", None, "c"])
+    for model, payload, event_id, message, correlation_id in zip(models, payloads, event_ids, from_fields,
+                                                                  ["c", str(event_ids[1]), "c"], strict=True):
+        from_model = encode(model, organization="acme", producer="p", correlation_id=correlation_id)
+        assert (message.topic, message.key, message.event_type) == (from_model.topic, from_model.key,
+                                                                    from_model.event_type)
+        assert message.key == payload["feedback_id"]
+        decoded = [decode_payload(Envelope.model_validate_json(m.envelope)) for m in (message, from_model)]
+        assert decoded[0] == decoded[1] == model
+        envelope = Envelope.model_validate_json(message.envelope)
+        assert (envelope.event_id, envelope.organization, envelope.producer, envelope.correlation_id) == (
+            event_id, "acme", "p", correlation_id)
+        assert (message.event_id, message.organization, message.correlation_id) == (event_id, "acme",
+                                                                                    correlation_id)
 
 
-def test_ids_made_many_at_a_time_are_random_version_4_uuids():
+def test_ids_made_many_at_a_time_are_time_ordered_version_7_uuids():
+    import time
+
     from shared.ids import new_ids
 
+    before = time.time_ns() // 1_000_000
     ids = new_ids(10_000)
+    later = new_ids(10)
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == 10_000
-    assert {(i.version, i.variant) for i in ids} == {(4, uuid.RFC_4122)}
+    assert {(i.version, i.variant) for i in ids} == {(7, uuid.RFC_4122)}
+    assert {i.int >> 80 for i in ids} <= set(range(before, after + 1))  # the Unix time in milliseconds
+    assert max(i.int >> 80 for i in ids) <= min(i.int >> 80 for i in later)
     assert all(uuid.UUID(str(i)) == i for i in ids[:100])
-    # Made without the constructor, they are UUIDs like any other: equal, hashed, pickled, encoded alike.
+    # asyncpg's C type (what it reads from a uuid column): UUIDs like any other, equal, hashed, pickled,
+    # ordered alike; orjson takes them as their str.
     made = [uuid.UUID(int=i.int) for i in ids[:100]]
-    assert all(type(i) is uuid.UUID and i.is_safe is uuid.SafeUUID.unknown for i in ids[:100])
+    assert all(isinstance(i, uuid.UUID) for i in ids[:100])
     assert ids[:100] == made and [hash(i) for i in ids[:100]] == [hash(m) for m in made]
     assert pickle.loads(pickle.dumps(ids[:100])) == made and sorted(ids[:100]) == sorted(made)
-    assert orjson.dumps(ids[:100]) == orjson.dumps(made)
-    # Every one of the 122 random bits varies (none is stuck at 0 or 1).
-    assert functools.reduce(operator.or_, (i.int for i in ids)) == functools.reduce(
-        operator.or_, (uuid.uuid4().int for _ in range(10_000)))
+    assert orjson.dumps([str(i) for i in ids[:100]]) == orjson.dumps(made)
+    # Every one of the 74 random bits varies (none is stuck at 0 or 1).
+    random_bits = ((1 << 12) - 1) << 64 | ((1 << 62) - 1)
+    assert functools.reduce(operator.or_, (i.int & random_bits for i in ids)) == random_bits
+    assert functools.reduce(operator.and_, (i.int & random_bits for i in ids)) == 0
