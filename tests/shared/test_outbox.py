@@ -91,6 +91,27 @@ async def test_every_row_written_is_pending_until_the_relay_publishes_it(scratch
         assert seqs == list(range(len(seqs)))  # one key's events in the order they were written
 
 
+async def test_the_relay_vacuums_the_pending_ids_it_has_deleted(scratch, kafka):
+    """Claims read outbox_pending's key from the left: the relay VACUUMs it every VACUUM_EVERY ids it
+    deleted, so that they do not walk over index entries of ids published long ago."""
+    db, topic, relay, schema = scratch["db"], scratch["topic"], scratch["relay"], scratch["schema"]
+
+    async def vacuums() -> int:
+        async with db.read() as session:
+            return (await session.execute(text(
+                "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = :s AND relname = 'outbox_pending'"),
+                {"s": schema})).scalar_one()
+
+    relay.VACUUM_EVERY = 100
+    await write(db, messages(topic, 80, "v"))
+    assert await relay.relay_once() == 80
+    await asyncio.sleep(0.5)
+    assert await vacuums() == 0  # fewer than VACUUM_EVERY deleted so far
+    await write(db, messages(topic, 80, "v"))
+    assert await relay.relay_once() == 80
+    assert await eventually(vacuums, timeout=30) == 1
+
+
 async def test_retention_purges_published_rows_oldest_first_and_never_a_pending_one(scratch):
     db, outbox, pending, topic, relay = (scratch[k] for k in ("db", "outbox", "pending", "topic", "relay"))
     await write(db, messages(topic, 6, "p"))
