@@ -59,7 +59,7 @@ def _fields_of(item: FeedbackFields) -> dict:
 
 @functools.cache
 def _has_only_feedback_fields(model: type[FeedbackFields]) -> bool:
-    return model.model_fields.keys() == _FIELDS and not model.model_config.get("extra") == "allow"
+    return model.model_fields.keys() == _FIELDS  # (pydantic keeps extra fields out of __dict__)
 
 
 async def store_submitted_feedback(uow: UnitOfWork, deliveries: Sequence[Delivery[FeedbackSubmitted]]) -> None:
