@@ -395,15 +395,20 @@ class OutboxRelay:
         for topic, count in Counter(row.topic for row in claim.rows).items():  # a metric update per topic, not per row
             EVENTS_PUBLISHED.labels(self.service, topic).inc(count)
         self._unvacuumed += len(claim.rows)
-        if self._unvacuumed >= self.VACUUM_EVERY and (self._vacuuming is None or self._vacuuming.done()):
-            self._vacuuming = asyncio.create_task(self.vacuum_pending())
+        if self._unvacuumed >= self.VACUUM_EVERY:
+            self._start_vacuum()
         return len(claim.rows)
+
+    def _start_vacuum(self) -> None:
+        if self._vacuuming is None or self._vacuuming.done():
+            self._vacuuming = asyncio.create_task(self.vacuum_pending())
 
     async def vacuum_pending(self) -> None:
         """VACUUM outbox_pending. Every claim reads its primary key from the left, and the index entries
         of deleted ids stay there until a VACUUM: between two of autovacuum's (a minute apart at best),
         each claim walked over every id published since (half of the claims' PostgreSQL CPU at 30,000
-        events/s). Not an error if it cannot run (another VACUUM, a role that does not own the table)."""
+        events/s). A failure is logged, never raised; a role that does not own the table only gets
+        PostgreSQL's warning."""
         self._unvacuumed = 0
         try:
             async with self.engine.connect() as conn:
@@ -483,7 +488,7 @@ class OutboxRelay:
                 OUTBOX_BACKLOG.labels(self.service).set(await self.backlog())
                 await self.purge()
                 if self._unvacuumed:
-                    await self.vacuum_pending()
+                    self._start_vacuum()
             except Exception:
                 log.exception("outbox housekeeping failed")
             await asyncio.sleep(5.0)

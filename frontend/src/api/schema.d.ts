@@ -94,7 +94,8 @@ export interface paths {
         put?: never;
         /**
          * Complete
-         * @description Ends it: results and winner stored, ExperimentConcluded on the bus.
+         * @description Ends it: results and winner stored, ExperimentConcluded on the bus. The exposures this process
+         *     still holds are written first, so that the result counts every unit it has assigned.
          */
         post: operations["complete_api_experiments__experiment_id__complete_post"];
         delete?: never;
@@ -131,7 +132,8 @@ export interface paths {
         put?: never;
         /**
          * Full Deploy
-         * @description Concludes the experiment and asks the registry (DeploymentRequested) to deploy the winner.
+         * @description Concludes the experiment (with this process's pending exposures written first, as for
+         *     complete) and asks the registry (DeploymentRequested) to deploy the winner.
          */
         post: operations["full_deploy_api_experiments__experiment_id__full_deploy_post"];
         delete?: never;
