@@ -285,10 +285,14 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                   kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None, kafka_port=free_port())
     stack.start_infrastructure()
     try:
-        return await chaos(stack.database_url, stack.kafka_bootstrap, workdir, items=args.items, kills=args.kills,
-                           duration=args.duration, seed=args.seed)
-    finally:
+        result = await chaos(stack.database_url, stack.kafka_bootstrap, workdir, items=args.items, kills=args.kills,
+                             duration=args.duration, seed=args.seed)
+    except BaseException:
         stack.stop()
+        log(f"the run's data and logs are kept in {workdir}")
+        raise
+    stack.discard()
+    return result
 
 
 def main() -> None:

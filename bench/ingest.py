@@ -26,7 +26,6 @@ import asyncio
 import importlib
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -952,13 +951,7 @@ async def run(batches: int, singles: int, *, relay_events: int, consumer_events:
         return results
     finally:
         services.stop_all()
-        stack.stop()
-        if stack.postgres:
-            try:
-                stack.postgres.cleanup()
-            except Exception as exc:
-                log(f"postgres cleanup: {exc!r}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        stack.discard()
 
 
 async def _envelope_size(dsn: str) -> int | None:

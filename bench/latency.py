@@ -178,7 +178,7 @@ async def run(rates: list[float], seconds: float) -> dict[str, Any]:
             results["raw"].append(await raw_run(stack.kafka_bootstrap, rate, seconds))
     finally:
         await engine.dispose()
-        stack.stop()
+        stack.discard()
     results["load_after"] = os.getloadavg()
     return results
 

@@ -13,6 +13,7 @@ authenticated route of every service is asked through the gateway, which must an
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def main() -> None:
         log(f"{result['run']}: ready in {result['ready_s']} s; answers while waiting "
             f"{result['gateway_answers_while_waiting']}; routes {set(result['routes_at_ready'].values())}")
         runs.append(result)
+    shutil.rmtree(work, ignore_errors=True)  # `rlhf up` has stopped, its PostgreSQL with it
     print(f"rlhf up, ready (gateway /healthz 200, every service answering) — load average before {load}, "
           f"after {os.getloadavg()}")
     for r in runs:

@@ -4,6 +4,7 @@ service in its own process and the gateway in front of them, and stops them all 
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,6 +155,17 @@ class Stack:
         if self.broker:
             self.broker.stop()
             self.broker = None
+
+    def discard(self) -> None:
+        """Stops the stack and deletes its data directory, the embedded PostgreSQL's cluster with it:
+        for a stack made for one run (the benchmarks; a chaos run leaves ~450 MB)."""
+        self.stop()
+        if self.postgres:
+            try:
+                self.postgres.cleanup()
+            except Exception as exc:  # the directory goes anyway
+                print(f"postgres cleanup: {exc!r}", file=sys.stderr)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     async def migrate(self) -> None:
         await migrate_all(self.database_url, list(self.services))
