@@ -43,9 +43,11 @@ async def copy_or_insert(
         await conn.exec_driver_sql(f'INSERT INTO "{schema}"."{table}" ({names}) VALUES ({params})',
                                    [tuple(r) for r in records])
         return
-    # COPY has no adapter call: begin the transaction through the adapter first (BEGIN, if not sent yet).
-    await conn.exec_driver_sql("SELECT 1")
     raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+    # COPY has no adapter call: if the adapter has not sent its BEGIN yet, make it send it (a statement
+    # through it); once a statement of this unit of work has, a second round trip would add nothing.
+    if not raw.is_in_transaction():
+        await conn.exec_driver_sql("SELECT 1")
     await raw.copy_records_to_table(table, schema_name=schema, columns=list(columns), records=records)
 
 
